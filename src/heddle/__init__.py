@@ -1,0 +1,33 @@
+"""heddle: run multi-agent workflows in production.
+
+A graph of agents, executed concurrently on asyncio with bounded concurrency,
+retries with backoff and circuit breakers::
+
+    from heddle import WorkflowExecutor, WorkflowGraph
+
+    graph = WorkflowGraph("research").add_node("search", search).add_node("write", write)
+    graph.add_edge("search", "write")
+    result = WorkflowExecutor(max_concurrent=10).run(graph, input="solid-state batteries")
+"""
+
+from heddle.agents import AgentProtocol
+from heddle.core.errors import CircuitBreakerOpen, GraphValidationError, HeddleError
+from heddle.workflows.context import ExecutionContext
+from heddle.workflows.executor import WorkflowExecutor, WorkflowResult
+from heddle.workflows.graph import WorkflowGraph
+from heddle.workflows.resilience import CircuitBreaker, RetryPolicy
+
+__version__ = "0.1.0.dev0"
+
+__all__ = [
+    "AgentProtocol",
+    "CircuitBreaker",
+    "CircuitBreakerOpen",
+    "ExecutionContext",
+    "GraphValidationError",
+    "HeddleError",
+    "RetryPolicy",
+    "WorkflowExecutor",
+    "WorkflowGraph",
+    "WorkflowResult",
+]

@@ -1,0 +1,92 @@
+"""The one exception tree of heddle.
+
+Every error heddle raises on purpose is a :class:`HeddleError`. Where the
+meaning matches a builtin, the error subclasses it too, so ``except ValueError``
+keeps working for code that does not know heddle::
+
+    HeddleError
+    ├── ConfigurationError (ValueError)      bad argument to a heddle object
+    ├── GraphValidationError (ValueError)    the graph cannot run as built
+    ├── InvalidAgentError (TypeError)        add_node() got something that is not an agent
+    ├── NodeTimeoutError (TimeoutError)      one attempt of a node overran its timeout
+    └── CircuitBreakerOpen                   the agent's breaker rejected the call
+
+Exceptions carry the context a user needs to act on them (the node, the graph,
+the agent) as attributes, not only inside the message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+__all__ = [
+    "CircuitBreakerOpen",
+    "ConfigurationError",
+    "GraphValidationError",
+    "HeddleError",
+    "InvalidAgentError",
+    "NodeTimeoutError",
+]
+
+
+class HeddleError(Exception):
+    """Base class of every error heddle raises on purpose."""
+
+
+class ConfigurationError(HeddleError, ValueError):
+    """An argument given to a heddle object is out of range or of the wrong kind.
+
+    ``parameter`` names the argument at fault.
+    """
+
+    def __init__(self, message: str, *, parameter: str) -> None:
+        super().__init__(message)
+        self.parameter = parameter
+
+
+class GraphValidationError(HeddleError, ValueError):
+    """The workflow graph cannot be executed as built.
+
+    ``graph`` is the graph's name and ``nodes`` the node names involved (for a
+    cycle: the nodes of the cycle in order).
+    """
+
+    def __init__(self, message: str, *, graph: str, nodes: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.graph = graph
+        self.nodes = tuple(nodes)
+
+
+class InvalidAgentError(HeddleError, TypeError):
+    """``add_node`` was given an object that heddle cannot call as an agent."""
+
+    def __init__(self, message: str, *, node: str) -> None:
+        super().__init__(message)
+        self.node = node
+
+
+class NodeTimeoutError(HeddleError, TimeoutError):
+    """One attempt of a node ran longer than the node's ``timeout`` and was cancelled."""
+
+    def __init__(self, node: str, timeout: float, attempt: int) -> None:
+        super().__init__(f"node {node!r} attempt {attempt} timed out after {timeout:g}s")
+        self.node = node
+        self.timeout = timeout
+        self.attempt = attempt
+
+
+class CircuitBreakerOpen(HeddleError):
+    """The circuit breaker of ``agent`` is open (or its one trial call is in flight).
+
+    The agent was not called. ``retry_after`` is how many seconds remain until
+    the breaker lets a trial call through (0.0 while a trial is in flight).
+    """
+
+    def __init__(self, agent: str, retry_after: float) -> None:
+        if retry_after > 0:
+            detail = f"next trial call in {retry_after:.3g}s"
+        else:
+            detail = "a trial call is in flight"
+        super().__init__(f"circuit breaker for agent {agent!r} is open; {detail}")
+        self.agent = agent
+        self.retry_after = retry_after

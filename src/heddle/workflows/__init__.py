@@ -1,0 +1,21 @@
+"""Workflow graphs and their executor."""
+
+from heddle.workflows.context import ExecutionContext, Message, NodeResult, NodeStatus
+from heddle.workflows.executor import WorkflowExecutor, WorkflowResult, WorkflowStatus
+from heddle.workflows.graph import Node, WorkflowGraph
+from heddle.workflows.resilience import CircuitBreaker, CircuitState, RetryPolicy
+
+__all__ = [
+    "CircuitBreaker",
+    "CircuitState",
+    "ExecutionContext",
+    "Message",
+    "Node",
+    "NodeResult",
+    "NodeStatus",
+    "RetryPolicy",
+    "WorkflowExecutor",
+    "WorkflowGraph",
+    "WorkflowResult",
+    "WorkflowStatus",
+]

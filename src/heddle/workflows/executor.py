@@ -1,0 +1,434 @@
+"""The workflow executor: runs a :class:`WorkflowGraph` as fast as its dependencies allow.
+
+How a run is scheduled (and why):
+
+* Each node keeps a count of unfinished predecessors; a finished node
+  decrements its successors' counts and queues those that reach zero. A node
+  therefore starts as soon as *its own* predecessors are done, never waiting
+  for an unrelated slow node, and a run costs O(nodes + edges).
+* ``max_concurrent`` workers take ready nodes from one queue. Ready nodes
+  wait in the queue as integers, not as parked tasks, so 100,000 ready nodes
+  cost a list, not 100,000 tasks. Sync agents run in a thread pool of the same
+  size, so the bound holds (and is reached) for them too.
+* A retry waits for its backoff on a timer, off the worker: the worker takes
+  the next ready node meanwhile, so a node in backoff never holds a slot.
+* The workers live in an :class:`asyncio.TaskGroup`: when ``execute()``
+  returns, raises or is cancelled, nothing of the run is left running.
+* A failed node marks its descendants ``skipped`` in one walk; its siblings
+  keep running (``fail_fast=True`` cancels everything instead).
+* Loop-bound primitives are created per ``execute()`` call, so one executor
+  (and its circuit breakers) serves several event loops one after another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import logging
+import random
+import re
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from heddle.agents import await_if_needed
+from heddle.core.errors import CircuitBreakerOpen, ConfigurationError, NodeTimeoutError
+from heddle.workflows.context import ExecutionContext, Message, NodeResult, NodeStatus
+from heddle.workflows.graph import INPUT_FIELD, Node, Plan, WorkflowGraph
+from heddle.workflows.resilience import CircuitBreaker, RetryPolicy
+
+__all__ = ["WorkflowExecutor", "WorkflowResult", "WorkflowStatus", "new_workflow_id"]
+
+logger = logging.getLogger("heddle.executor")
+
+WorkflowStatus = Literal["succeeded", "failed"]
+
+_WORKFLOW_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
+_STOP = -1  # queue sentinel: no more work for this worker
+
+
+def new_workflow_id() -> str:
+    """A fresh workflow id: ``"workflow_"`` and 12 hex characters of a uuid4."""
+    return f"workflow_{uuid.uuid4().hex[:12]}"
+
+
+def _error_text(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowResult:
+    """The outcome of one execution.
+
+    ``results`` maps every node, in the graph's order, to its
+    :class:`~heddle.workflows.context.NodeResult`; ``status`` is
+    ``"succeeded"`` when every node succeeded, else ``"failed"``.
+    """
+
+    workflow_id: str
+    graph_name: str
+    status: WorkflowStatus
+    results: Mapping[str, NodeResult]
+    context: ExecutionContext
+    started_at: datetime
+    finished_at: datetime
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "succeeded"
+
+    @property
+    def duration(self) -> float:
+        """Wall-clock seconds the execution took."""
+        return (self.finished_at - self.started_at).total_seconds()
+
+    def content(self, node: str) -> Any:
+        """Shorthand for ``results[node]["content"]``."""
+        return self.results[node]["content"]
+
+    def nodes_with_status(self, status: NodeStatus) -> list[str]:
+        """The names of the nodes that ended with ``status``, in graph order."""
+        return [name for name, r in self.results.items() if r["status"] == status]
+
+
+class _FailFast(Exception):
+    """Raised by a worker to make the TaskGroup cancel the run (fail_fast=True)."""
+
+    def __init__(self, node: str) -> None:
+        super().__init__(node)
+        self.node = node
+
+
+class WorkflowExecutor:
+    """Runs workflow graphs with bounded concurrency, retries and circuit breakers.
+
+    >>> import asyncio
+    >>> from heddle import WorkflowGraph
+    >>> async def shout(task): return task.upper()
+    >>> g = WorkflowGraph("hello").add_node("shout", shout)
+    >>> WorkflowExecutor().run(g, input="hi").content("shout")
+    'HI'
+
+    ``retry`` is the default :class:`RetryPolicy` of nodes that have none.
+    Circuit breakers are kept per agent name and shared by every execution
+    of this executor: ``circuit_breaker_threshold`` consecutive failed calls
+    open one, and after ``circuit_breaker_timeout`` seconds one trial call is
+    let through. ``clock`` (monotonic seconds) drives the breakers and ``rng``
+    (floats in [0, 1)) the retry jitter; tests replace both.
+    """
+
+    def __init__(
+        self,
+        max_concurrent: int = 10,
+        retry: RetryPolicy | None = None,
+        circuit_breaker_threshold: int = 5,
+        circuit_breaker_timeout: float = 30.0,
+        fail_fast: bool = False,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        rng: Callable[[], float] = random.random,
+    ) -> None:
+        if isinstance(max_concurrent, bool) or not isinstance(max_concurrent, int):
+            raise ConfigurationError(
+                f"max_concurrent must be an int, got {max_concurrent!r}", parameter="max_concurrent"
+            )
+        if max_concurrent < 1:
+            raise ConfigurationError(
+                f"max_concurrent must be >= 1, got {max_concurrent}", parameter="max_concurrent"
+            )
+        if retry is not None and not isinstance(retry, RetryPolicy):
+            raise ConfigurationError(
+                f"retry must be a RetryPolicy or None, got {type(retry).__name__}", parameter="retry"
+            )
+        # Validate the breaker settings once, here, rather than on first failure.
+        CircuitBreaker(
+            "-", failure_threshold=circuit_breaker_threshold, recovery_timeout=circuit_breaker_timeout
+        )
+        self.max_concurrent = max_concurrent
+        self.retry = retry if retry is not None else RetryPolicy()
+        self.circuit_breaker_threshold = circuit_breaker_threshold
+        self.circuit_breaker_timeout = float(circuit_breaker_timeout)
+        self.fail_fast = bool(fail_fast)
+        self._clock = clock
+        self._rng = rng
+        self._breakers: dict[str, CircuitBreaker] = {}
+
+    def __repr__(self) -> str:
+        return f"WorkflowExecutor(max_concurrent={self.max_concurrent}, fail_fast={self.fail_fast})"
+
+    @property
+    def circuit_breakers(self) -> Mapping[str, CircuitBreaker]:
+        """The breakers created so far, by agent name."""
+        return dict(self._breakers)
+
+    def circuit_breaker(self, agent_name: str) -> CircuitBreaker:
+        """The breaker of ``agent_name`` (created closed on first use)."""
+        breaker = self._breakers.get(agent_name)
+        if breaker is None:
+            breaker = CircuitBreaker(
+                agent_name,
+                failure_threshold=self.circuit_breaker_threshold,
+                recovery_timeout=self.circuit_breaker_timeout,
+                clock=self._clock,
+            )
+            self._breakers[agent_name] = breaker
+        return breaker
+
+    async def execute(
+        self, graph: WorkflowGraph, input: Any = None, *, workflow_id: str | None = None
+    ) -> WorkflowResult:
+        """Run ``graph`` once with ``input``; return when every node has finished.
+
+        The graph is validated first, so a bad graph raises
+        :class:`GraphValidationError` before any agent runs. Agent failures do
+        not raise: they are in the result.
+        """
+        if not isinstance(graph, WorkflowGraph):
+            raise TypeError(f"execute() needs a WorkflowGraph, got {type(graph).__name__}")
+        plan = graph.plan()
+        if workflow_id is None:
+            workflow_id = new_workflow_id()
+        elif not isinstance(workflow_id, str) or not _WORKFLOW_ID.fullmatch(workflow_id):
+            raise ConfigurationError(
+                f"workflow_id must match {_WORKFLOW_ID.pattern}, got {workflow_id!r}",
+                parameter="workflow_id",
+            )
+        context = ExecutionContext(workflow_id, graph.name, input)
+        run = _Run(self, plan, context)
+        started_at = datetime.now(UTC)
+        await run.go()
+        results = {name: context.results[name] for name in plan.names}
+        status: WorkflowStatus = (
+            "succeeded" if all(r["status"] == "success" for r in results.values()) else "failed"
+        )
+        return WorkflowResult(
+            workflow_id=workflow_id,
+            graph_name=graph.name,
+            status=status,
+            results=results,
+            context=context,
+            started_at=started_at,
+            finished_at=datetime.now(UTC),
+        )
+
+    def run(
+        self, graph: WorkflowGraph, input: Any = None, *, workflow_id: str | None = None
+    ) -> WorkflowResult:
+        """Blocking twin of :meth:`execute`, for scripts; not for use inside a running loop."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(self.execute(graph, input, workflow_id=workflow_id))
+        raise TypeError(
+            "WorkflowExecutor.run() cannot be called from a running event loop; "
+            "use 'await executor.execute(...)' instead"
+        )
+
+
+class _Run:
+    """The mutable state of one execution; lives exactly as long as ``execute()``."""
+
+    def __init__(self, executor: WorkflowExecutor, plan: Plan, context: ExecutionContext) -> None:
+        n = len(plan.names)
+        self.executor = executor
+        self.plan = plan
+        self.context = context
+        self.waiting_on = [len(p) for p in plan.predecessors]
+        self.status: list[NodeStatus | None] = [None] * n
+        self.attempts = [0] * n
+        self.tasks: list[Any] = [None] * n
+        self.started = [0.0] * n
+        self.remaining = n
+        self.workers = min(executor.max_concurrent, n)
+        self.queue: asyncio.Queue[int] = asyncio.Queue()
+        self.timers: set[asyncio.TimerHandle] = set()
+        self.pool: ThreadPoolExecutor | None = None
+        self.fail_fast_node: str | None = None
+
+    async def go(self) -> None:
+        for i, count in enumerate(self.waiting_on):
+            if count == 0:
+                self.queue.put_nowait(i)
+        try:
+            try:
+                async with asyncio.TaskGroup() as tg:
+                    for _ in range(self.workers):
+                        tg.create_task(self._worker())
+            except* _FailFast:
+                pass
+            if self.fail_fast_node is not None:
+                await self._mark_unfinished(self.fail_fast_node)
+        finally:
+            for timer in self.timers:
+                timer.cancel()
+            if self.pool is not None:
+                self.pool.shutdown(wait=False, cancel_futures=True)
+
+    async def _worker(self) -> None:
+        queue = self.queue
+        while True:
+            i = await queue.get()
+            if i == _STOP:
+                return
+            await self._attempt(i)
+
+    async def _attempt(self, i: int) -> None:
+        node = self.plan.nodes[i]
+        if self.attempts[i] == 0:
+            self.started[i] = time.perf_counter()
+            try:
+                self.tasks[i] = await self._task_for(i, node)
+            except Exception as exc:
+                logger.warning("node %r: building its task failed: %s", node.name, _error_text(exc))
+                await self._finish(i, None, "failed", f"TaskError: {_error_text(exc)}")
+                return
+        breaker = self.executor.circuit_breaker(node.spec.name)
+        try:
+            breaker.acquire()
+        except CircuitBreakerOpen as exc:  # the agent was not called: no attempt counted
+            await self._fail(i, node, exc, retrying=False)
+            return
+        attempt = self.attempts[i] = self.attempts[i] + 1
+        try:
+            content = await self._call(node, self.tasks[i], attempt)
+        except asyncio.CancelledError:
+            breaker.release()
+            raise
+        except Exception as exc:
+            breaker.record_failure()
+            policy = node.retry or self.executor.retry
+            retrying = policy.should_retry(exc, attempt)
+            await self._fail(i, node, exc, retrying=retrying)
+            if retrying:
+                self._retry_later(i, policy.delay(attempt, self.executor._rng))
+            return
+        breaker.record_success()
+        await self._finish(i, content, "success", None)
+
+    async def _call(self, node: Node, task: Any, attempt: int) -> Any:
+        if node.timeout is None:
+            return await self._invoke(node, task)
+        try:
+            async with asyncio.timeout(node.timeout) as scope:
+                return await self._invoke(node, task)
+        except TimeoutError as exc:
+            if scope.expired():
+                raise NodeTimeoutError(node.name, node.timeout, attempt) from exc
+            raise
+
+    async def _invoke(self, node: Node, task: Any) -> Any:
+        spec = node.spec
+        if spec.is_async:
+            return await await_if_needed(spec.call(task))
+        if self.pool is None:
+            self.pool = ThreadPoolExecutor(self.executor.max_concurrent, "heddle-agent")
+        call = functools.partial(contextvars.copy_context().run, spec.call, task)
+        loop = asyncio.get_running_loop()
+        return await await_if_needed(await loop.run_in_executor(self.pool, call))
+
+    async def _task_for(self, i: int, node: Node) -> Any:
+        template = node.task
+        preds = self.plan.predecessors[i]
+        results = self.context.results
+        names = self.plan.names
+        if template is None:
+            if not preds:
+                return self.context.input
+            if len(preds) == 1:
+                return results[names[preds[0]]]["content"]
+            return {names[p]: results[names[p]]["content"] for p in preds}
+        if isinstance(template, str):
+            fields = {names[p]: results[names[p]]["content"] for p in preds}
+            fields[INPUT_FIELD] = self.context.input
+            return template.format_map(fields)
+        if callable(template):
+            return await await_if_needed(template(self.context))
+        return template
+
+    async def _fail(self, i: int, node: Node, exc: Exception, *, retrying: bool) -> None:
+        context = self.context
+        await context.increment_failure(node.name)
+        if retrying:
+            await context.increment_retry(node.name)
+            logger.info(
+                "node %r attempt %d failed, retrying: %s", node.name, self.attempts[i], _error_text(exc)
+            )
+            return
+        logger.warning(
+            "node %r failed after %d attempt(s): %s", node.name, self.attempts[i], _error_text(exc)
+        )
+        await self._finish(i, None, "failed", _error_text(exc))
+
+    def _retry_later(self, i: int, delay: float) -> None:
+        if delay <= 0:
+            self.queue.put_nowait(i)
+            return
+        loop = asyncio.get_running_loop()
+
+        def fire() -> None:
+            self.timers.discard(timer)
+            self.queue.put_nowait(i)
+
+        timer = loop.call_later(delay, fire)
+        self.timers.add(timer)
+
+    async def _finish(self, i: int, content: Any, status: NodeStatus, error: str | None) -> None:
+        plan = self.plan
+        name = plan.names[i]
+        self.status[i] = status
+        result = NodeResult(
+            content=content,
+            status=status,
+            error=error,
+            attempts=self.attempts[i],
+            duration=time.perf_counter() - self.started[i],
+        )
+        context = self.context
+        await context.set_result(name, result)
+        await context.add_message(
+            Message(node=name, agent=plan.nodes[i].spec.name, status=status, content=content, error=error)
+        )
+        self.remaining -= 1
+        if status == "success":
+            waiting_on, statuses, queue = self.waiting_on, self.status, self.queue
+            for j in plan.successors[i]:
+                waiting_on[j] -= 1
+                if waiting_on[j] == 0 and statuses[j] is None:
+                    queue.put_nowait(j)
+        else:
+            await self._skip_descendants(i, f"upstream node {name!r} failed")
+            if self.executor.fail_fast:
+                self.fail_fast_node = name
+                raise _FailFast(name)
+        if self.remaining == 0:
+            for _ in range(self.workers):
+                self.queue.put_nowait(_STOP)
+
+    async def _skip_descendants(self, i: int, reason: str) -> None:
+        plan, status = self.plan, self.status
+        stack = list(plan.successors[i])
+        while stack:
+            j = stack.pop()
+            if status[j] is not None:
+                continue
+            await self._skip(j, reason)
+            stack.extend(plan.successors[j])
+
+    async def _skip(self, j: int, reason: str) -> None:
+        self.status[j] = "skipped"
+        self.remaining -= 1
+        result = NodeResult(
+            content=None, status="skipped", error=reason, attempts=self.attempts[j], duration=0.0
+        )
+        await self.context.set_result(self.plan.names[j], result)
+
+    async def _mark_unfinished(self, failed: str) -> None:
+        for j, status in enumerate(self.status):
+            if status is None:
+                what = "cancelled" if self.attempts[j] else "not run"
+                await self._skip(j, f"{what}: fail_fast after node {failed!r} failed")
