@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,8 +19,8 @@ def service_unavailable(reason: str) -> None:
 
 
 @pytest.fixture(autouse=True)
-def _heddle_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+def _heddle_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Point HEDDLE_HOME at a per-test directory so no test writes into the work tree."""
     home = tmp_path / "heddle-home"
     monkeypatch.setenv("HEDDLE_HOME", str(home))
-    yield home
+    return home

@@ -74,7 +74,7 @@ def _agent_name(agent: object, call: Callable[..., Any]) -> str:
 
 
 def describe_agent(agent: object, *, node: str) -> AgentSpec:
-    """Work out how to call ``agent``; raise :class:`InvalidAgentError` naming ``node`` if we can't."""
+    """Work out how to call ``agent``; raise :class:`InvalidAgentError` naming ``node``."""
     if isinstance(agent, type):
         raise InvalidAgentError(
             f"node {node!r}: got the class {agent.__qualname__}, not an instance; "

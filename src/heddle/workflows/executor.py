@@ -143,11 +143,14 @@ class WorkflowExecutor:
             )
         if retry is not None and not isinstance(retry, RetryPolicy):
             raise ConfigurationError(
-                f"retry must be a RetryPolicy or None, got {type(retry).__name__}", parameter="retry"
+                f"retry must be a RetryPolicy or None, got {type(retry).__name__}",
+                parameter="retry",
             )
         # Validate the breaker settings once, here, rather than on first failure.
         CircuitBreaker(
-            "-", failure_threshold=circuit_breaker_threshold, recovery_timeout=circuit_breaker_timeout
+            "-",
+            failure_threshold=circuit_breaker_threshold,
+            recovery_timeout=circuit_breaker_timeout,
         )
         self.max_concurrent = max_concurrent
         self.retry = retry if retry is not None else RetryPolicy()
@@ -356,7 +359,10 @@ class _Run:
         if retrying:
             await context.increment_retry(node.name)
             logger.info(
-                "node %r attempt %d failed, retrying: %s", node.name, self.attempts[i], _error_text(exc)
+                "node %r attempt %d failed, retrying: %s",
+                node.name,
+                self.attempts[i],
+                _error_text(exc),
             )
             return
         logger.warning(
@@ -391,7 +397,13 @@ class _Run:
         context = self.context
         await context.set_result(name, result)
         await context.add_message(
-            Message(node=name, agent=plan.nodes[i].spec.name, status=status, content=content, error=error)
+            Message(
+                node=name,
+                agent=plan.nodes[i].spec.name,
+                status=status,
+                content=content,
+                error=error,
+            )
         )
         self.remaining -= 1
         if status == "success":

@@ -18,9 +18,9 @@ import difflib
 import hashlib
 import math
 import string
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Self
+from typing import Self
 
 from heddle.agents import AgentSpec, describe_agent
 from heddle.core.errors import ConfigurationError, GraphValidationError
@@ -80,7 +80,9 @@ class WorkflowGraph:
 
     def __init__(self, name: str) -> None:
         if not isinstance(name, str) or not name:
-            raise ConfigurationError(f"graph name must be a non-empty str, got {name!r}", parameter="name")
+            raise ConfigurationError(
+                f"graph name must be a non-empty str, got {name!r}", parameter="name"
+            )
         self.name = name
         self._nodes: dict[str, Node] = {}
         self._edges: dict[tuple[str, str], None] = {}  # insertion-ordered set
@@ -125,11 +127,13 @@ class WorkflowGraph:
         (seconds) bounds each attempt, an overrun counting as a failure.
         """
         if not isinstance(name, str) or not name.strip():
-            raise ConfigurationError(f"node name must be a non-empty str, got {name!r}", parameter="name")
+            raise ConfigurationError(
+                f"node name must be a non-empty str, got {name!r}", parameter="name"
+            )
         if name == INPUT_FIELD:
             raise GraphValidationError(
-                f"graph {self.name!r}: node name {INPUT_FIELD!r} is reserved for the workflow input "
-                "in task templates; choose another name",
+                f"graph {self.name!r}: node name {INPUT_FIELD!r} is reserved for the workflow "
+                "input in task templates; choose another name",
                 graph=self.name,
                 nodes=[name],
             )
@@ -150,10 +154,13 @@ class WorkflowGraph:
             or timeout <= 0
         ):
             raise ConfigurationError(
-                f"node {name!r}: timeout must be a positive number of seconds or None, got {timeout!r}",
+                f"node {name!r}: timeout must be a positive number of seconds or None, "
+                f"got {timeout!r}",
                 parameter="timeout",
             )
-        self._nodes[name] = Node(name, agent, spec, task, retry, None if timeout is None else float(timeout))
+        self._nodes[name] = Node(
+            name, agent, spec, task, retry, None if timeout is None else float(timeout)
+        )
         self._version += 1
         return self
 
@@ -284,9 +291,11 @@ class WorkflowGraph:
         return h.hexdigest()[:16]
 
     def to_mermaid(self, direction: str = "TD") -> str:
-        """The graph as a Mermaid ``flowchart`` (paste it into any Markdown that renders Mermaid)."""
+        """The graph as a Mermaid ``flowchart`` (for any Markdown that renders Mermaid)."""
         if direction not in {"TD", "TB", "BT", "LR", "RL"}:
-            raise ConfigurationError(f"unknown Mermaid direction {direction!r}", parameter="direction")
+            raise ConfigurationError(
+                f"unknown Mermaid direction {direction!r}", parameter="direction"
+            )
         ids = {name: f"n{i}" for i, name in enumerate(self._nodes)}
         lines = [f"flowchart {direction}"]
         lines += [f'    {ids[n]}["{_mermaid_label(n)}"]' for n in self._nodes]
@@ -344,4 +353,4 @@ def _find_cycle(succs: Sequence[Sequence[int]], candidates: set[int]) -> list[in
                 colour[nxt] = grey
                 path.append(nxt)
                 iters.append(iter(succs[nxt]))
-    raise AssertionError("no cycle among nodes Kahn's algorithm could not order")  # pragma: no cover
+    raise AssertionError("Kahn left nodes unordered yet no cycle")  # pragma: no cover

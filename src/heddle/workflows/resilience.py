@@ -69,7 +69,7 @@ class RetryPolicy:
         _check_number("initial_delay", self.initial_delay, minimum=0.0)
         _check_number("multiplier", self.multiplier, minimum=1.0)
         _check_number("max_delay", self.max_delay, minimum=0.0)
-        retry_on = self.retry_on
+        retry_on: object = self.retry_on
         if isinstance(retry_on, type):
             retry_on = (retry_on,)
             object.__setattr__(self, "retry_on", retry_on)
