@@ -11,7 +11,7 @@ import pytest
 
 import heddle
 
-_ALL = [m for m in pkgutil.walk_packages(heddle.__path__, "heddle.")]
+_ALL = list(pkgutil.walk_packages(heddle.__path__, "heddle."))
 PACKAGES = ["heddle", *sorted(m.name for m in _ALL if m.ispkg or m.name.endswith("testing"))]
 MODULES = ["heddle", *sorted(m.name for m in _ALL)]
 
