@@ -1,0 +1,215 @@
+"""Events: what happened, when (in UTC), where, and in which workflow run.
+
+An :class:`Event` is an immutable value. Its ``timestamp`` is timezone-aware
+UTC: the user's design "fixed" ``default_factory=datetime.now`` by wrapping it
+in a lambda, which changed nothing (the factory was already called per
+instance); the real bug was naive local time, which cannot be compared across
+machines or daylight-saving changes. :meth:`Event.to_dict` and
+:meth:`Event.from_dict` round-trip an event through JSON so it can cross a
+process boundary.
+
+:class:`EventType` names the lifecycle events the workflow executor publishes.
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from types import MappingProxyType
+from typing import Any
+
+from heddle.core.errors import ConfigurationError
+
+__all__ = ["Event", "EventType"]
+
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+
+class EventType(enum.StrEnum):
+    """The lifecycle events of a workflow run, in the order a run can produce them.
+
+    Members are strings, so ``bus.subscribe(EventType.NODE_FAILED, ...)`` and
+    ``bus.subscribe("node.failed", ...)`` are the same subscription.
+    """
+
+    WORKFLOW_STARTED = "workflow.started"
+    NODE_STARTED = "node.started"
+    NODE_SUCCEEDED = "node.succeeded"
+    NODE_RETRYING = "node.retrying"
+    NODE_FAILED = "node.failed"
+    NODE_SKIPPED = "node.skipped"
+    CIRCUIT_OPENED = "circuit.opened"
+    CIRCUIT_HALF_OPEN = "circuit.half_open"
+    CIRCUIT_CLOSED = "circuit.closed"
+    WORKFLOW_FINISHED = "workflow.finished"
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _check_timestamp(timestamp: object) -> datetime:
+    if not isinstance(timestamp, datetime):
+        raise TypeError(f"timestamp must be a datetime, got {type(timestamp).__name__}")
+    if timestamp.utcoffset() is None:
+        raise ConfigurationError(
+            f"timestamp must be timezone-aware, got the naive {timestamp.isoformat()}",
+            parameter="timestamp",
+        )
+    return timestamp if timestamp.tzinfo is UTC else timestamp.astimezone(UTC)
+
+
+def _check_event_type(event_type: object) -> str:
+    if not isinstance(event_type, str):
+        raise TypeError(f"event_type must be a str, got {type(event_type).__name__}")
+    if not event_type or "*" in event_type or event_type != event_type.strip():
+        raise ConfigurationError(
+            f"event_type must be a non-empty string without '*' or surrounding spaces "
+            f"(wildcards are for subscribing), got {event_type!r}",
+            parameter="event_type",
+        )
+    # A StrEnum member becomes its plain value: reprs and JSON stay simple.
+    return event_type if type(event_type) is str else str(event_type)
+
+
+def _check_optional_str(name: str, value: object) -> None:
+    if value is not None and not isinstance(value, str):
+        raise TypeError(f"{name} must be a str or None, got {type(value).__name__}")
+
+
+@dataclass(frozen=True, slots=True, init=False, repr=False)
+class Event:
+    """One thing that happened, published on a :class:`~heddle.messaging.MessageBus`.
+
+    ``payload`` is a read-only mapping with string keys (a shallow copy of what
+    was given; keep its values JSON-serialisable if the event is to cross a
+    process boundary). ``id`` (a uuid4 hex) and ``timestamp`` (now, in UTC)
+    are filled in unless given; an aware timestamp in another zone is
+    converted to UTC, a naive one is refused.
+
+    >>> event = Event("node.succeeded", {"node": "search"}, workflow_id="wf-1")
+    >>> event.payload["node"], event.timestamp.tzinfo
+    ('search', datetime.timezone.utc)
+    """
+
+    event_type: str
+    payload: Mapping[str, Any] = field(hash=False)
+    source: str | None
+    workflow_id: str | None
+    id: str
+    timestamp: datetime
+
+    def __init__(
+        self,
+        event_type: str,
+        payload: Mapping[str, Any] | None = None,
+        *,
+        source: str | None = None,
+        workflow_id: str | None = None,
+        id: str | None = None,
+        timestamp: datetime | None = None,
+    ) -> None:
+        setattr_ = object.__setattr__
+        setattr_(self, "event_type", _check_event_type(event_type))
+        if payload is None:
+            setattr_(self, "payload", _EMPTY)
+        else:
+            if not isinstance(payload, Mapping):
+                raise TypeError(f"payload must be a mapping or None, got {type(payload).__name__}")
+            copied = dict(payload)
+            if not all(isinstance(key, str) for key in copied):
+                raise TypeError(f"payload keys must be strings, got {list(copied)!r}")
+            setattr_(self, "payload", MappingProxyType(copied))
+        _check_optional_str("source", source)
+        _check_optional_str("workflow_id", workflow_id)
+        setattr_(self, "source", source)
+        setattr_(self, "workflow_id", workflow_id)
+        if id is None:
+            id = uuid.uuid4().hex
+        elif not isinstance(id, str) or not id:
+            raise ConfigurationError(f"id must be a non-empty str, got {id!r}", parameter="id")
+        setattr_(self, "id", id)
+        setattr_(
+            self, "timestamp", _utc_now() if timestamp is None else _check_timestamp(timestamp)
+        )
+
+    def __repr__(self) -> str:
+        extra = "".join(
+            f", {name}={value!r}"
+            for name, value in (("source", self.source), ("workflow_id", self.workflow_id))
+            if value is not None
+        )
+        return (
+            f"Event({self.event_type!r}, {dict(self.payload)!r}{extra}, "
+            f"id={self.id!r}, timestamp={self.timestamp.isoformat()!r})"
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # A mappingproxy cannot be pickled; rebuild from plain values instead.
+        return (_rebuild, (self.to_dict(),))
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (the timestamp as ISO 8601 with ``+00:00``)."""
+        return {
+            "id": self.id,
+            "event_type": self.event_type,
+            "payload": dict(self.payload),
+            "source": self.source,
+            "workflow_id": self.workflow_id,
+            "timestamp": self.timestamp.isoformat(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Event:
+        """Rebuild an event from :meth:`to_dict`'s output.
+
+        ``id``, ``event_type`` and ``timestamp`` are required; unknown keys are
+        ignored, so a newer producer can add fields without breaking older
+        consumers. Anything malformed raises
+        :class:`~heddle.core.errors.ConfigurationError` naming the key.
+        """
+        if not isinstance(data, Mapping):
+            raise TypeError(f"Event.from_dict() needs a mapping, got {type(data).__name__}")
+        for key in ("id", "event_type", "timestamp"):
+            if key not in data:
+                raise ConfigurationError(f"event data has no {key!r}: {data!r}", parameter=key)
+        for key in ("id", "event_type", "timestamp", "source", "workflow_id"):
+            value = data.get(key)
+            required = key in ("id", "event_type", "timestamp")
+            if (value is not None or required) and not isinstance(value, str):
+                raise ConfigurationError(
+                    f"event data {key!r} must be a string, got {value!r}", parameter=key
+                )
+        raw_timestamp: str = data["timestamp"]
+        try:
+            timestamp = datetime.fromisoformat(raw_timestamp)
+        except ValueError:
+            raise ConfigurationError(
+                f"event data 'timestamp' is not ISO 8601: {raw_timestamp!r}", parameter="timestamp"
+            ) from None
+        payload = data.get("payload")
+        if payload is not None and not (
+            isinstance(payload, Mapping) and all(isinstance(k, str) for k in payload)
+        ):
+            raise ConfigurationError(
+                f"event data 'payload' must be an object with string keys, got {payload!r}",
+                parameter="payload",
+            )
+        try:
+            return cls(
+                data["event_type"],
+                payload,
+                source=data.get("source"),
+                workflow_id=data.get("workflow_id"),
+                id=data["id"],
+                timestamp=timestamp,
+            )
+        except ConfigurationError as exc:
+            raise ConfigurationError(f"bad event data: {exc}", parameter=exc.parameter) from None
+
+
+def _rebuild(data: Mapping[str, Any]) -> Event:
+    return Event.from_dict(data)

@@ -1,0 +1,443 @@
+"""The in-process message bus: publish events, deliver them to subscribers.
+
+Delivery semantics (see ``docs/messaging.md`` for the long form):
+
+* ``await bus.publish(event)`` appends the event to the history, then, for
+  each matching subscription in subscription order:
+
+  - a **sync** callback is called right there, before ``publish`` returns;
+  - an **async** callback gets the event appended to its own bounded queue,
+    which a delivery task for that subscription works through in order.
+
+  So ``publish`` never waits for an async subscriber: a slow or hung one
+  cannot stall the publisher (the workflow executor publishes in its hot
+  path). ``await bus.drain()`` waits until every queued event is delivered.
+* Each subscriber sees events in publish order.
+* A callback that raises is isolated: the error is logged on the
+  ``heddle.bus`` logger with the subscription id and the event, counted in
+  :meth:`MessageBus.statistics`, and never reaches the publisher or the
+  other subscribers.
+* An async delivery that runs longer than ``delivery_timeout`` is cancelled
+  and counted as timed out. A subscriber that falls ``max_pending`` events
+  behind loses its oldest queued events (counted as dropped, logged once per
+  episode): the newest, such as ``workflow.finished``, are the ones a
+  progress display needs.
+* Subscribing or unsubscribing inside a callback is safe. Each publish works
+  on a snapshot of the matching subscriptions: one added during a publish
+  gets the next event, one removed gets nothing more.
+
+The user's design copied the subscriber list before iterating (good), but
+still awaited each callback bare, so one raising subscriber aborted the
+publish for everyone after it and raised in the publisher.
+
+Nothing loop-bound is created in ``__init__``, and a delivery task exists
+only while its queue is non-empty, so one bus serves several ``asyncio.run``
+calls. The bus is not thread-safe: use it from one event loop at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import itertools
+import logging
+import math
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, NewType, cast
+
+from heddle.core.errors import ConfigurationError
+from heddle.messaging.events import Event
+
+__all__ = ["BusStatistics", "Callback", "MessageBus", "SubscriptionId", "matches"]
+
+logger = logging.getLogger("heddle.bus")
+
+SubscriptionId = NewType("SubscriptionId", str)
+
+#: A subscriber: ``def f(event)`` or ``async def f(event)`` (its return value is ignored).
+Callback = Callable[[Event], Any]
+
+_ROUTE_CACHE_SIZE = 1024  # distinct event types remembered before the cache starts over
+
+
+def _check_pattern(pattern: object) -> str:
+    """Validate a subscription pattern: an exact type, ``"*"`` or ``"prefix.*"``."""
+    if not isinstance(pattern, str):
+        raise TypeError(f"event_type must be a str, got {type(pattern).__name__}")
+    stem = pattern[:-2] if pattern.endswith(".*") else pattern
+    if pattern != "*" and (not stem or "*" in stem or stem != stem.strip()):
+        raise ConfigurationError(
+            "event_type must be a non-empty event type, '*' (everything) or 'prefix.*' "
+            f"(every type starting with 'prefix.'), got {pattern!r}",
+            parameter="event_type",
+        )
+    return pattern if type(pattern) is str else str(pattern)
+
+
+def matches(pattern: str, event_type: str) -> bool:
+    """Whether a subscription to ``pattern`` receives events of ``event_type``.
+
+    >>> matches("node.*", "node.failed"), matches("node.*", "nodes.x"), matches("*", "a")
+    (True, False, True)
+    """
+    if pattern == "*":
+        return True
+    if pattern.endswith(".*"):
+        return event_type.startswith(pattern[:-1])
+    return pattern == event_type
+
+
+def _is_async_callable(fn: object) -> bool:
+    if inspect.iscoroutinefunction(fn):
+        return True
+    call = getattr(fn, "__call__", None)  # noqa: B004 - we want the bound __call__
+    return call is not None and inspect.iscoroutinefunction(call)
+
+
+@dataclass(frozen=True, slots=True)
+class BusStatistics:
+    """Counters of a :class:`MessageBus` since it was created.
+
+    ``delivered``, ``failed``, ``timed_out`` and ``dropped`` count deliveries
+    (one event to one subscriber): completed, raised, overran
+    ``delivery_timeout``, or lost (queue overflow, or in flight when its
+    delivery task was cancelled). ``pending`` is how many deliveries wait in
+    queues now.
+    """
+
+    published: int
+    delivered: int
+    failed: int
+    timed_out: int
+    dropped: int
+    pending: int
+    subscribers: int
+
+
+class _Subscription:
+    __slots__ = (
+        "active",
+        "callback",
+        "id",
+        "is_async",
+        "overflowing",
+        "pattern",
+        "pending",
+        "task",
+    )
+
+    def __init__(
+        self, sid: SubscriptionId, pattern: str, callback: Callback, max_pending: int
+    ) -> None:
+        self.id = sid
+        self.pattern = pattern
+        self.callback = callback
+        self.is_async = _is_async_callable(callback)
+        self.active = True
+        self.pending: deque[Event] = deque(maxlen=max_pending)
+        self.task: asyncio.Task[None] | None = None
+        self.overflowing = False
+
+
+class MessageBus:
+    """An in-process publish/subscribe bus with a bounded, queryable history.
+
+    ``max_history`` events are kept (0 keeps none); ``max_pending`` bounds each
+    async subscriber's queue; ``delivery_timeout`` (seconds, or ``None`` for
+    no limit) bounds one async delivery.
+
+    >>> import asyncio
+    >>> bus = MessageBus()
+    >>> seen = []
+    >>> sid = bus.subscribe("node.*", seen.append)
+    >>> asyncio.run(bus.publish(Event("node.started", {"node": "a"})))
+    >>> [e.event_type for e in seen]
+    ['node.started']
+    """
+
+    def __init__(
+        self,
+        max_history: int = 1000,
+        *,
+        max_pending: int = 10_000,
+        delivery_timeout: float | None = 30.0,
+    ) -> None:
+        for name, value, minimum in (
+            ("max_history", max_history, 0),
+            ("max_pending", max_pending, 1),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ConfigurationError(f"{name} must be an int, got {value!r}", parameter=name)
+            if value < minimum:
+                raise ConfigurationError(
+                    f"{name} must be >= {minimum}, got {value}", parameter=name
+                )
+        if delivery_timeout is not None and (
+            isinstance(delivery_timeout, bool)
+            or not isinstance(delivery_timeout, int | float)
+            or math.isnan(delivery_timeout)
+            or delivery_timeout <= 0
+        ):
+            raise ConfigurationError(
+                f"delivery_timeout must be seconds > 0 or None, got {delivery_timeout!r}",
+                parameter="delivery_timeout",
+            )
+        self._history: deque[Event] = deque(maxlen=max_history)
+        self._max_pending = max_pending
+        self._delivery_timeout = delivery_timeout
+        self._subscriptions: dict[SubscriptionId, _Subscription] = {}
+        # event type -> the subscriptions it reaches, in subscription order.
+        # Cleared whenever the subscriptions change, so a lookup is one dict get.
+        self._routes: dict[str, tuple[_Subscription, ...]] = {}
+        self._next_id = itertools.count(1)
+        self._workers: set[asyncio.Task[None]] = set()
+        self._published = 0
+        self._delivered = 0
+        self._failed = 0
+        self._timed_out = 0
+        self._dropped = 0
+
+    def __repr__(self) -> str:
+        return (
+            f"<{type(self).__name__}(subscribers={len(self._subscriptions)}, "
+            f"history={len(self._history)}/{self.max_history})>"
+        )
+
+    @property
+    def max_history(self) -> int:
+        """How many events the history keeps."""
+        return cast(int, self._history.maxlen)
+
+    # -- subscriptions -------------------------------------------------------
+
+    def subscribe(self, event_type: str, callback: Callback) -> SubscriptionId:
+        """Call ``callback(event)`` for every event matching ``event_type`` from now on.
+
+        ``event_type`` is an exact type (``"node.failed"``), ``"*"`` for every
+        event, or ``"prefix.*"`` for every type starting with ``"prefix."``.
+        ``callback`` may be a plain or an ``async`` function. Returns the id to
+        pass to :meth:`unsubscribe`.
+        """
+        pattern = _check_pattern(event_type)
+        if not callable(callback):
+            raise TypeError(f"callback must be callable, got {type(callback).__name__}")
+        sid = SubscriptionId(f"{pattern}#{next(self._next_id)}")
+        self._subscriptions[sid] = _Subscription(sid, pattern, callback, self._max_pending)
+        self._routes.clear()
+        return sid
+
+    def unsubscribe(self, subscription_id: SubscriptionId) -> bool:
+        """Stop a subscription; its queued events are discarded. False if it did not exist.
+
+        A delivery already running finishes; nothing else reaches the callback.
+        """
+        sub = self._subscriptions.pop(subscription_id, None)
+        if sub is None:
+            return False
+        sub.active = False
+        sub.pending.clear()
+        self._routes.clear()
+        return True
+
+    def _route(self, event_type: str) -> tuple[_Subscription, ...]:
+        route = tuple(s for s in self._subscriptions.values() if matches(s.pattern, event_type))
+        if len(self._routes) >= _ROUTE_CACHE_SIZE:
+            self._routes.clear()
+        self._routes[event_type] = route
+        return route
+
+    # -- publishing ----------------------------------------------------------
+
+    async def publish(self, event: Event) -> None:
+        """Record ``event`` and deliver it to every matching subscriber.
+
+        Sync callbacks have run when this returns; async ones have the event
+        queued (use :meth:`drain` to wait for them). Never raises because of a
+        subscriber.
+        """
+        if not isinstance(event, Event):
+            raise TypeError(f"publish() takes an Event, got {type(event).__name__}")
+        self._history.append(event)
+        self._published += 1
+        route = self._routes.get(event.event_type)
+        if route is None:
+            route = self._route(event.event_type)
+        for sub in route:
+            if not sub.active:  # unsubscribed by an earlier callback of this publish
+                continue
+            if sub.is_async:
+                self._enqueue(sub, event)
+                continue
+            try:
+                result = sub.callback(event)
+            except Exception as exc:
+                self._failed += 1
+                self._log_failure(sub, event, exc)
+                continue
+            if result is not None and inspect.isawaitable(result):
+                self._reject_awaitable(sub, event, result)
+                continue
+            self._delivered += 1
+
+    def _enqueue(self, sub: _Subscription, event: Event) -> None:
+        pending = sub.pending
+        if len(pending) == pending.maxlen:
+            self._dropped += 1  # the append below pushes the oldest out
+            if not sub.overflowing:
+                sub.overflowing = True
+                logger.warning(
+                    "subscriber %s is %d events behind; dropping its oldest queued events",
+                    sub.id,
+                    len(pending),
+                    extra={"subscription_id": sub.id},
+                )
+        pending.append(event)
+        task = sub.task
+        if task is None or task.done() or task.get_loop() is not asyncio.get_running_loop():
+            self._start_worker(sub)
+
+    def _start_worker(self, sub: _Subscription) -> None:
+        # A task from a loop that has since closed (asyncio.run cancels tasks
+        # when it ends) is simply replaced: the queue lives on the bus, so
+        # events left in it are delivered on the next loop.
+        task = asyncio.get_running_loop().create_task(
+            self._deliver(sub), name=f"heddle.bus {sub.id}"
+        )
+        sub.task = task
+        self._workers.add(task)
+        task.add_done_callback(self._workers.discard)
+
+    async def _deliver(self, sub: _Subscription) -> None:
+        pending = sub.pending
+        callback = sub.callback
+        while pending and sub.active:
+            event = pending.popleft()
+            deadline = asyncio.timeout(self._delivery_timeout)
+            try:
+                async with deadline:
+                    await cast(Awaitable[object], callback(event))
+            except TimeoutError as exc:
+                if deadline.expired():
+                    self._timed_out += 1
+                    logger.warning(
+                        "subscriber %s took longer than %gs on %s event %s; delivery cancelled",
+                        sub.id,
+                        self._delivery_timeout,
+                        event.event_type,
+                        event.id,
+                        extra={"subscription_id": sub.id, "event_id": event.id},
+                    )
+                else:
+                    self._failed += 1
+                    self._log_failure(sub, event, exc)
+            except asyncio.CancelledError as exc:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    self._dropped += 1  # the bus's task itself is being cancelled
+                    raise
+                self._failed += 1  # the callback raised CancelledError on its own
+                self._log_failure(sub, event, exc)
+            except Exception as exc:
+                self._failed += 1
+                self._log_failure(sub, event, exc)
+            else:
+                self._delivered += 1
+        sub.overflowing = False
+
+    def _log_failure(self, sub: _Subscription, event: Event, exc: BaseException) -> None:
+        logger.error(
+            "subscriber %s failed on %s event %s (workflow %s): %s: %s",
+            sub.id,
+            event.event_type,
+            event.id,
+            event.workflow_id,
+            type(exc).__name__,
+            exc,
+            exc_info=exc,
+            extra={"subscription_id": sub.id, "event_id": event.id},
+        )
+
+    def _reject_awaitable(self, sub: _Subscription, event: Event, result: object) -> None:
+        if inspect.iscoroutine(result):
+            result.close()  # never awaited: close it so Python does not warn
+        self._failed += 1
+        self._log_failure(
+            sub,
+            event,
+            TypeError(
+                f"the callback of {sub.id} returned an awaitable but is not an async function; "
+                "declare it with 'async def' so the bus awaits it"
+            ),
+        )
+
+    async def drain(self) -> None:
+        """Wait until every queued delivery (including ones queued meanwhile) is done.
+
+        Deliveries left queued by an event loop that has since ended are
+        resumed on the current loop. Called from inside an async callback,
+        it does not wait for that callback's own subscription.
+        """
+        loop = asyncio.get_running_loop()
+        me = asyncio.current_task()
+        while True:
+            for sub in self._subscriptions.values():
+                task = sub.task
+                if sub.pending and (task is None or task.done() or task.get_loop() is not loop):
+                    self._start_worker(sub)
+            waiting = [t for t in self._workers if t is not me and t.get_loop() is loop]
+            if not waiting:
+                return
+            await asyncio.wait(waiting)
+
+    async def aclose(self) -> None:
+        """Deliver what is queued and leave no task behind. Idempotent.
+
+        The bus stays usable: publishing again starts delivering again, which
+        is what lets one bus outlive several event loops.
+        """
+        await self.drain()
+
+    async def __aenter__(self) -> MessageBus:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    # -- inspection ----------------------------------------------------------
+
+    def history(self, event_type: str | None = None, limit: int | None = None) -> list[Event]:
+        """Recorded events, oldest first.
+
+        ``event_type`` filters with the same patterns as :meth:`subscribe`;
+        ``limit`` keeps only the most recent ``limit`` of them.
+        """
+        if limit is not None and (
+            isinstance(limit, bool) or not isinstance(limit, int) or limit < 0
+        ):
+            raise ConfigurationError(
+                f"limit must be an int >= 0 or None, got {limit!r}", parameter="limit"
+            )
+        if event_type is None:
+            if limit is None:
+                return list(self._history)
+            found = list(itertools.islice(reversed(self._history), limit))
+        else:
+            pattern = _check_pattern(event_type)
+            recent = (e for e in reversed(self._history) if matches(pattern, e.event_type))
+            found = list(recent if limit is None else itertools.islice(recent, limit))
+        found.reverse()
+        return found
+
+    def statistics(self) -> BusStatistics:
+        """A snapshot of the bus's counters."""
+        return BusStatistics(
+            published=self._published,
+            delivered=self._delivered,
+            failed=self._failed,
+            timed_out=self._timed_out,
+            dropped=self._dropped,
+            pending=sum(len(s.pending) for s in self._subscriptions.values()),
+            subscribers=len(self._subscriptions),
+        )
