@@ -406,6 +406,72 @@ async def test_delivery_that_overruns_the_timeout_is_cancelled_and_counted(
     assert "took longer than" in caplog.text
 
 
+async def test_one_watchdog_times_out_several_stuck_subscribers() -> None:
+    """Two subscribers stuck at once are both cancelled; a quick delivery before is not."""
+    bus = MessageBus(delivery_timeout=0.02)
+    done: list[str] = []
+
+    async def quick_then_stuck(event: Event) -> None:
+        if event.payload["n"] == 1:
+            await asyncio.Event().wait()
+        done.append(f"a{event.payload['n']}")
+
+    async def always_stuck(event: Event) -> None:
+        await asyncio.sleep(0)
+        if event.payload["n"] == 1:
+            await asyncio.Event().wait()
+        done.append(f"b{event.payload['n']}")
+
+    bus.subscribe("*", quick_then_stuck)
+    bus.subscribe("*", always_stuck)
+    await bus.publish(Event("a", {"n": 0}))
+    await bus.drain()
+    await bus.publish(Event("a", {"n": 1}))
+    await bus.publish(Event("a", {"n": 2}))
+    await bus.drain()
+    assert sorted(done) == ["a0", "a2", "b0", "b2"]
+    stats = bus.statistics()
+    assert (stats.timed_out, stats.delivered) == (2, 4)
+
+
+async def test_callback_that_swallows_the_timeout_cancel_leaves_no_stray_cancel() -> None:
+    """A callback ignoring its cancellation counts as timed out, and later deliveries run fully."""
+    bus = MessageBus(delivery_timeout=0.02)
+    later: list[int] = []
+
+    async def stubborn(event: Event) -> None:
+        if event.payload["n"] == 0:
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                return  # swallowed: the bus must not leave the cancel request pending
+        for _ in range(3):
+            await asyncio.sleep(0)
+        later.append(event.payload["n"])
+
+    bus.subscribe("*", stubborn)
+    await bus.publish(Event("a", {"n": 0}))
+    await bus.publish(Event("a", {"n": 1}))
+    await bus.drain()
+    assert later == [1]
+    stats = bus.statistics()
+    assert (stats.timed_out, stats.delivered, stats.failed, stats.dropped) == (1, 1, 0, 0)
+
+
+async def test_idle_bus_holds_no_task() -> None:
+    """Once drained, the bus has no task left on the loop (nothing to leak at loop shutdown)."""
+    bus = MessageBus()
+
+    async def record(event: Event) -> None:
+        await asyncio.sleep(0)
+
+    bus.subscribe("*", record)
+    for _ in range(3):
+        await bus.publish(Event("a"))
+    await bus.drain()
+    assert asyncio.all_tasks() == {asyncio.current_task()}
+
+
 async def test_callback_raising_timeout_error_itself_is_a_failure_not_a_timeout() -> None:
     """A TimeoutError raised by the callback is a failure; only the bus's deadline is a timeout."""
     bus = MessageBus(delivery_timeout=60)

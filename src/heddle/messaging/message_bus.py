@@ -121,8 +121,10 @@ class _Subscription:
         "active",
         "callback",
         "id",
+        "in_flight_since",
         "is_async",
         "overflowing",
+        "overran",
         "pattern",
         "pending",
         "task",
@@ -139,6 +141,10 @@ class _Subscription:
         self.pending: deque[Event] = deque(maxlen=max_pending)
         self.task: asyncio.Task[None] | None = None
         self.overflowing = False
+        # For the delivery deadline: when the running delivery started (loop
+        # time), and whether the watchdog cancelled it.
+        self.in_flight_since: float | None = None
+        self.overran = False
 
 
 class MessageBus:
@@ -192,7 +198,12 @@ class MessageBus:
         # Cleared whenever the subscriptions change, so a lookup is one dict get.
         self._routes: dict[str, tuple[_Subscription, ...]] = {}
         self._next_id = itertools.count(1)
-        self._workers: set[asyncio.Task[None]] = set()
+        # Running delivery tasks and their subscriptions (an unsubscribed one
+        # may still be finishing its current delivery).
+        self._workers: dict[asyncio.Task[None], _Subscription] = {}
+        # One timer enforces every delivery deadline; see _watch().
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._watchdog_loop: asyncio.AbstractEventLoop | None = None
         self._published = 0
         self._delivered = 0
         self._failed = 0
@@ -295,56 +306,115 @@ class MessageBus:
                 )
         pending.append(event)
         task = sub.task
-        if task is None or task.done() or task.get_loop() is not asyncio.get_running_loop():
+        # No task, or one of a loop that has gone away (its tasks never finish).
+        if task is None or task.get_loop() is not asyncio.get_running_loop():
             self._start_worker(sub)
 
     def _start_worker(self, sub: _Subscription) -> None:
         # A task from a loop that has since closed (asyncio.run cancels tasks
         # when it ends) is simply replaced: the queue lives on the bus, so
         # events left in it are delivered on the next loop.
-        task = asyncio.get_running_loop().create_task(
-            self._deliver(sub), name=f"heddle.bus {sub.id}"
-        )
+        task = asyncio.get_running_loop().create_task(self._deliver(sub))
         sub.task = task
-        self._workers.add(task)
-        task.add_done_callback(self._workers.discard)
+        self._workers[task] = sub  # a strong reference; the task removes itself
 
     async def _deliver(self, sub: _Subscription) -> None:
+        # One delivery task per subscription, alive while its queue is not
+        # empty, so an idle bus holds no task on any loop.
+        task = cast("asyncio.Task[None]", asyncio.current_task())
+        loop = task.get_loop()
+        timeout = self._delivery_timeout
         pending = sub.pending
-        callback = sub.callback
-        while pending and sub.active:
-            event = pending.popleft()
-            deadline = asyncio.timeout(self._delivery_timeout)
-            try:
-                async with deadline:
-                    await cast(Awaitable[object], callback(event))
-            except TimeoutError as exc:
-                if deadline.expired():
-                    self._timed_out += 1
-                    logger.warning(
-                        "subscriber %s took longer than %gs on %s event %s; delivery cancelled",
-                        sub.id,
-                        self._delivery_timeout,
-                        event.event_type,
-                        event.id,
-                        extra={"subscription_id": sub.id, "event_id": event.id},
-                    )
+        callback = cast(Callable[[Event], Awaitable[object]], sub.callback)
+        sub.overran = False
+        try:
+            while pending and sub.active:
+                event = pending.popleft()
+                if timeout is not None:
+                    sub.in_flight_since = started = loop.time()
+                    if self._watchdog is None or self._watchdog_loop is not loop:
+                        self._arm_watchdog(loop, started + timeout)
+                try:
+                    await callback(event)
+                except (Exception, asyncio.CancelledError) as exc:
+                    error: BaseException | None = exc
                 else:
-                    self._failed += 1
-                    self._log_failure(sub, event, exc)
-            except asyncio.CancelledError as exc:
-                task = asyncio.current_task()
-                if task is not None and task.cancelling():
-                    self._dropped += 1  # the bus's task itself is being cancelled
-                    raise
-                self._failed += 1  # the callback raised CancelledError on its own
-                self._log_failure(sub, event, exc)
-            except Exception as exc:
-                self._failed += 1
-                self._log_failure(sub, event, exc)
+                    error = None
+                sub.in_flight_since = None
+                if error is None and not sub.overran and not task.cancelling():
+                    self._delivered += 1
+                else:
+                    self._settle(sub, task, event, error)
+        finally:
+            sub.in_flight_since = None
+            sub.overflowing = False
+            if sub.task is task:
+                sub.task = None
+            self._workers.pop(task, None)
+
+    def _settle(
+        self,
+        sub: _Subscription,
+        task: asyncio.Task[None],
+        event: Event,
+        error: BaseException | None,
+    ) -> None:
+        """Account for a delivery that did not simply succeed; re-raise an outside cancellation."""
+        overran, sub.overran = sub.overran, False
+        if overran:  # the watchdog cancelled this delivery: undo its cancel request
+            task.uncancel()
+            self._timed_out += 1
+            self._log_timeout(sub, event)
+        cancelled = task.cancelling() > 0  # from outside: aclose, loop shutdown
+        if overran:
+            pass
+        elif error is None:
+            self._delivered += 1  # the callback finished although we are being cancelled
+        elif cancelled and isinstance(error, asyncio.CancelledError):
+            self._dropped += 1  # interrupted mid-delivery
+        else:  # includes a CancelledError the callback raised on its own
+            self._failed += 1
+            self._log_failure(sub, event, error)
+        if cancelled:
+            raise error if isinstance(error, asyncio.CancelledError) else asyncio.CancelledError
+
+    def _arm_watchdog(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
+        self._watchdog = loop.call_at(when, self._watch)
+        self._watchdog_loop = loop
+
+    def _watch(self) -> None:
+        """Timer callback: cancel every delivery past its deadline, re-arm for the next one.
+
+        One timer for the whole bus, not ``asyncio.timeout()`` per delivery:
+        arming and cancelling a timer for every event cost more than the rest
+        of the delivery put together. Deliveries only note their start time.
+        """
+        loop = cast(asyncio.AbstractEventLoop, self._watchdog_loop)
+        self._watchdog = None
+        timeout = cast(float, self._delivery_timeout)
+        now = loop.time()
+        next_deadline = math.inf
+        for task, sub in list(self._workers.items()):
+            since = sub.in_flight_since
+            if since is None or sub.overran or task.done() or task.get_loop() is not loop:
+                continue
+            if now >= since + timeout:
+                sub.overran = True
+                task.cancel()
             else:
-                self._delivered += 1
-        sub.overflowing = False
+                next_deadline = min(next_deadline, since + timeout)
+        if next_deadline < math.inf:
+            self._arm_watchdog(loop, next_deadline)
+
+    def _log_timeout(self, sub: _Subscription, event: Event) -> None:
+        logger.warning(
+            "subscriber %s took longer than %gs on %s event %s; delivery cancelled",
+            sub.id,
+            self._delivery_timeout,
+            event.event_type,
+            event.id,
+            extra={"subscription_id": sub.id, "event_id": event.id},
+        )
 
     def _log_failure(self, sub: _Subscription, event: Event, exc: BaseException) -> None:
         logger.error(
@@ -382,6 +452,8 @@ class MessageBus:
         loop = asyncio.get_running_loop()
         me = asyncio.current_task()
         while True:
+            for stale in [t for t in self._workers if t.done()]:
+                del self._workers[stale]  # cancelled before it ever ran
             for sub in self._subscriptions.values():
                 task = sub.task
                 if sub.pending and (task is None or task.done() or task.get_loop() is not loop):
