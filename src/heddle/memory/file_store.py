@@ -49,6 +49,7 @@ FILE_FORMAT: Final = 1
 _HEAD = re.compile(rb'\{"format": 1, "generation": "([0-9a-f]{32})"')
 _HEAD_BYTES = 4096
 _ABSENT: Final = ("absent",)
+_ENTRY_FIELDS: Final = {"value", "metadata", "created_at", "updated_at"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +122,9 @@ class FileStore(ThreadedStore):
         entries = doc.get("entries")
         if not isinstance(entries, dict):
             raise self._corrupt(path, '"entries" is not an object')
+        for key, record in entries.items():
+            if type(record) is not dict or record.keys() != _ENTRY_FIELDS:
+                raise self._corrupt(path, f"entry {key!r} is malformed")
         if doc.get("agent_id") != agent_id:
             # Two ids that differ only in case share a file on case-insensitive
             # file systems (macOS, Windows): refuse to mix agents.
