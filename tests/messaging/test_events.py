@@ -6,6 +6,7 @@ import copy
 import dataclasses
 import json
 import pickle
+import uuid
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -32,8 +33,9 @@ def test_new_event_has_uuid4_hex_id_and_aware_utc_timestamp() -> None:
     """A fresh event gets a 32-character hex id and a timestamp in UTC."""
     before = datetime.now(UTC)
     event = Event("node.started")
-    assert len(event.id) == 32
-    int(event.id, 16)
+    parsed = uuid.UUID(hex=event.id)
+    assert (parsed.version, parsed.variant) == (4, uuid.RFC_4122)
+    assert parsed.hex == event.id
     assert event.timestamp.tzinfo is UTC
     assert before <= event.timestamp <= datetime.now(UTC)
 
