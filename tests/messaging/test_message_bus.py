@@ -254,6 +254,51 @@ def test_one_bus_serves_several_event_loops() -> None:
     assert (stats.dropped, stats.delivered, stats.pending) == (1, 2, 0)
 
 
+def test_drain_on_a_new_loop_delivers_what_an_ended_loop_left_queued() -> None:
+    """A worker cancelled before it ever ran is replaced; drain() alone delivers its events."""
+    bus = MessageBus()
+    seen: list[str] = []
+
+    async def record(event: Event) -> None:
+        seen.append(event.event_type)
+
+    bus.subscribe("*", record)
+
+    async def publish_and_leave() -> None:
+        await bus.publish(Event("a"))
+        for task in asyncio.all_tasks() - {asyncio.current_task()}:
+            task.cancel()  # as a loop shutdown would, before the delivery task first runs
+
+    asyncio.run(publish_and_leave())
+    assert seen == []
+    asyncio.run(bus.drain())
+    assert seen == ["a"]
+    assert bus.statistics().dropped == 0
+
+
+def test_callback_that_finishes_while_the_loop_shuts_down_counts_as_delivered() -> None:
+    """A callback that handles its cancellation and returns is delivered; the task still ends."""
+    bus = MessageBus()
+    cleaned_up: list[bool] = []
+
+    async def tidy(event: Event) -> None:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cleaned_up.append(True)
+
+    bus.subscribe("*", tidy)
+
+    async def publish_and_leave() -> None:
+        await bus.publish(Event("a"))
+        await asyncio.sleep(0)
+
+    asyncio.run(publish_and_leave())
+    stats = bus.statistics()
+    assert cleaned_up == [True]
+    assert (stats.delivered, stats.dropped, stats.pending) == (1, 0, 0)
+
+
 # -- isolation -----------------------------------------------------------------
 
 
@@ -432,6 +477,25 @@ async def test_one_watchdog_times_out_several_stuck_subscribers() -> None:
     assert sorted(done) == ["a0", "a2", "b0", "b2"]
     stats = bus.statistics()
     assert (stats.timed_out, stats.delivered) == (2, 4)
+
+
+async def test_delivery_starting_after_the_first_deadline_gets_its_own_deadline() -> None:
+    """A delivery that starts while the watchdog is armed for an earlier one still times out."""
+    bus = MessageBus(delivery_timeout=0.05)
+    finished: list[int] = []
+
+    async def second_hangs(event: Event) -> None:
+        if event.payload["n"] == 1:
+            await asyncio.Event().wait()
+        finished.append(event.payload["n"])
+
+    bus.subscribe("*", second_hangs)
+    await bus.publish(Event("a", {"n": 0}))
+    await asyncio.sleep(0.03)  # the watchdog armed for the first delivery is still pending
+    await bus.publish(Event("a", {"n": 1}))
+    await bus.drain()
+    assert finished == [0]
+    assert bus.statistics().timed_out == 1
 
 
 async def test_callback_that_swallows_the_timeout_cancel_leaves_no_stray_cancel() -> None:
