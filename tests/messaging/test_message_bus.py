@@ -276,6 +276,25 @@ def test_drain_on_a_new_loop_delivers_what_an_ended_loop_left_queued() -> None:
     assert bus.statistics().dropped == 0
 
 
+async def test_delivery_task_cancelled_before_it_ran_is_replaced_on_the_next_publish() -> None:
+    """If the delivery task is cancelled before it starts, the next publish starts a new one."""
+    bus = MessageBus()
+    seen: list[int] = []
+
+    async def record(event: Event) -> None:
+        seen.append(event.payload["n"])
+
+    bus.subscribe("*", record)
+    await bus.publish(Event("a", {"n": 1}))
+    for task in asyncio.all_tasks() - {asyncio.current_task()}:
+        task.cancel()
+    await asyncio.sleep(0)
+    await bus.publish(Event("a", {"n": 2}))
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert seen == [1, 2]
+
+
 def test_callback_that_finishes_while_the_loop_shuts_down_counts_as_delivered() -> None:
     """A callback that handles its cancellation and returns is delivered; the task still ends."""
     bus = MessageBus()

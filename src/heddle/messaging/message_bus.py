@@ -306,8 +306,9 @@ class MessageBus:
                 )
         pending.append(event)
         task = sub.task
-        # No task, or one of a loop that has gone away (its tasks never finish).
-        if task is None or task.get_loop() is not asyncio.get_running_loop():
+        # No task; or one cancelled before it ever ran, or of a loop that has
+        # gone away: neither will take this event.
+        if task is None or task.done() or task.get_loop() is not asyncio.get_running_loop():
             self._start_worker(sub)
 
     def _start_worker(self, sub: _Subscription) -> None:
