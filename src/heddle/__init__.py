@@ -11,7 +11,10 @@ retries with backoff and circuit breakers::
 """
 
 from heddle.agents import AgentProtocol
+from heddle.core.container import Container, get_container
 from heddle.core.errors import CircuitBreakerOpen, GraphValidationError, HeddleError
+from heddle.messaging.events import Event, EventType
+from heddle.messaging.message_bus import MessageBus
 from heddle.workflows.context import ExecutionContext
 from heddle.workflows.executor import WorkflowExecutor, WorkflowResult
 from heddle.workflows.graph import WorkflowGraph
@@ -23,11 +26,16 @@ __all__ = [
     "AgentProtocol",
     "CircuitBreaker",
     "CircuitBreakerOpen",
+    "Container",
+    "Event",
+    "EventType",
     "ExecutionContext",
     "GraphValidationError",
     "HeddleError",
+    "MessageBus",
     "RetryPolicy",
     "WorkflowExecutor",
     "WorkflowGraph",
     "WorkflowResult",
+    "get_container",
 ]

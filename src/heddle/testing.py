@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-__all__ = ["FakeClock"]
+from heddle.messaging.recording import RecordingBus
+
+__all__ = ["FakeClock", "RecordingBus"]
 
 
 class FakeClock:

@@ -1,5 +1,6 @@
-"""Core pieces every other subpackage may use: errors (and, later, the DI container)."""
+"""Core pieces every other subpackage may use: the error tree and the DI container."""
 
+from heddle.core.container import Container, get_container, reset_container
 from heddle.core.errors import (
     CircuitBreakerOpen,
     ConfigurationError,
@@ -12,8 +13,11 @@ from heddle.core.errors import (
 __all__ = [
     "CircuitBreakerOpen",
     "ConfigurationError",
+    "Container",
     "GraphValidationError",
     "HeddleError",
     "InvalidAgentError",
     "NodeTimeoutError",
+    "get_container",
+    "reset_container",
 ]

@@ -18,6 +18,8 @@ How a run is scheduled (and why):
   keep running (``fail_fast=True`` cancels everything instead).
 * Loop-bound primitives are created per ``execute()`` call, so one executor
   (and its circuit breakers) serves several event loops one after another.
+* With a ``bus``, the run publishes lifecycle events (:class:`EventType`);
+  without one, no event is even built.
 """
 
 from __future__ import annotations
@@ -38,9 +40,11 @@ from typing import Any, Literal
 
 from heddle.agents import await_if_needed
 from heddle.core.errors import CircuitBreakerOpen, ConfigurationError, NodeTimeoutError
+from heddle.messaging.events import Event, EventType
+from heddle.messaging.message_bus import MessageBus
 from heddle.workflows.context import ExecutionContext, Message, NodeResult, NodeStatus
 from heddle.workflows.graph import INPUT_FIELD, Node, Plan, WorkflowGraph
-from heddle.workflows.resilience import CircuitBreaker, RetryPolicy
+from heddle.workflows.resilience import CircuitBreaker, CircuitState, RetryPolicy
 
 __all__ = ["WorkflowExecutor", "WorkflowResult", "WorkflowStatus", "new_workflow_id"]
 
@@ -61,7 +65,7 @@ def _error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, repr=False)
 class WorkflowResult:
     """The outcome of one execution.
 
@@ -77,6 +81,14 @@ class WorkflowResult:
     context: ExecutionContext
     started_at: datetime
     finished_at: datetime
+
+    def __repr__(self) -> str:
+        # Contents can share structure (a join's dict holds its inputs' contents): a full
+        # repr of a large DAG's results is exponential, so keep the repr to a summary.
+        return (
+            f"WorkflowResult(workflow_id={self.workflow_id!r}, graph={self.graph_name!r}, "
+            f"status={self.status!r}, nodes={len(self.results)}, duration={self.duration:.3f}s)"
+        )
 
     @property
     def ok(self) -> bool:
@@ -120,6 +132,18 @@ class WorkflowExecutor:
     open one, and after ``circuit_breaker_timeout`` seconds one trial call is
     let through. ``clock`` (monotonic seconds) drives the breakers and ``rng``
     (floats in [0, 1)) the retry jitter; tests replace both.
+
+    With a ``bus``, every run publishes its lifecycle on it (all with the
+    run's ``workflow_id``; payload keys in brackets): ``workflow.started``
+    [graph, nodes], ``node.started`` [node, agent, attempt],
+    ``node.succeeded`` [node, agent, attempts, duration], ``node.retrying``
+    [node, agent, attempt, error, delay], ``node.failed`` [node, agent,
+    attempts, error, duration], ``node.skipped`` [node, reason],
+    ``circuit.opened`` / ``circuit.half_open`` / ``circuit.closed`` [agent,
+    node, failures], and last ``workflow.finished`` [graph, status, duration,
+    succeeded, failed, skipped]; a cancelled run finishes with status
+    ``"cancelled"``. Publishing never waits for async subscribers (see
+    :class:`MessageBus`).
     """
 
     def __init__(
@@ -130,6 +154,7 @@ class WorkflowExecutor:
         circuit_breaker_timeout: float = 30.0,
         fail_fast: bool = False,
         *,
+        bus: MessageBus | None = None,
         clock: Callable[[], float] = time.monotonic,
         rng: Callable[[], float] = random.random,
     ) -> None:
@@ -157,6 +182,12 @@ class WorkflowExecutor:
         self.circuit_breaker_threshold = circuit_breaker_threshold
         self.circuit_breaker_timeout = float(circuit_breaker_timeout)
         self.fail_fast = bool(fail_fast)
+        if bus is not None and not callable(getattr(bus, "publish", None)):
+            raise ConfigurationError(
+                f"bus must be a MessageBus (or have async publish), got {type(bus).__name__}",
+                parameter="bus",
+            )
+        self.bus = bus
         self._clock = clock
         self._rng = rng
         self._breakers: dict[str, CircuitBreaker] = {}
@@ -204,11 +235,20 @@ class WorkflowExecutor:
         context = ExecutionContext(workflow_id, graph.name, input)
         run = _Run(self, plan, context)
         started_at = datetime.now(UTC)
-        await run.go()
+        if self.bus is not None:
+            await run.emit(EventType.WORKFLOW_STARTED, graph=graph.name, nodes=len(plan.names))
+        try:
+            await run.go()
+        except BaseException:
+            if self.bus is not None:
+                await run.emit_finished(graph.name, "cancelled", started_at)
+            raise
         results = {name: context.results[name] for name in plan.names}
         status: WorkflowStatus = (
             "succeeded" if all(r["status"] == "success" for r in results.values()) else "failed"
         )
+        if self.bus is not None:
+            await run.emit_finished(graph.name, status, started_at)
         return WorkflowResult(
             workflow_id=workflow_id,
             graph_name=graph.name,
@@ -252,6 +292,39 @@ class _Run:
         self.timers: set[asyncio.TimerHandle] = set()
         self.pool: ThreadPoolExecutor | None = None
         self.fail_fast_node: str | None = None
+        self.bus = executor.bus
+
+    async def emit(self, event_type: EventType, **payload: Any) -> None:
+        assert self.bus is not None
+        event = Event(event_type, payload, source="executor", workflow_id=self.context.workflow_id)
+        await self.bus.publish(event)
+
+    async def emit_finished(self, graph: str, status: str, started_at: datetime) -> None:
+        counts = {"success": 0, "failed": 0, "skipped": 0}
+        for result in self.context.results.values():
+            counts[result["status"]] += 1
+        await self.emit(
+            EventType.WORKFLOW_FINISHED,
+            graph=graph,
+            status=status,
+            duration=(datetime.now(UTC) - started_at).total_seconds(),
+            succeeded=counts["success"],
+            failed=counts["failed"],
+            skipped=counts["skipped"],
+        )
+
+    async def _circuit_changed(self, state: CircuitState | None, node: Node) -> None:
+        if state is None or self.bus is None:
+            return
+        breaker = self.executor.circuit_breaker(node.spec.name)
+        event_type = {
+            CircuitState.OPEN: EventType.CIRCUIT_OPENED,
+            CircuitState.HALF_OPEN: EventType.CIRCUIT_HALF_OPEN,
+            CircuitState.CLOSED: EventType.CIRCUIT_CLOSED,
+        }[state]
+        await self.emit(
+            event_type, agent=node.spec.name, node=node.name, failures=breaker.consecutive_failures
+        )
 
     async def go(self) -> None:
         for i, count in enumerate(self.waiting_on):
@@ -292,25 +365,34 @@ class _Run:
                 return
         breaker = self.executor.circuit_breaker(node.spec.name)
         try:
-            breaker.acquire()
+            changed = breaker.acquire()
         except CircuitBreakerOpen as exc:  # the agent was not called: no attempt counted
-            await self._fail(i, node, exc, retrying=False)
+            await self._fail(i, node, exc, None)
             return
         attempt = self.attempts[i] = self.attempts[i] + 1
+        if self.bus is not None:
+            await self._circuit_changed(changed, node)
+            await self.emit(
+                EventType.NODE_STARTED, node=node.name, agent=node.spec.name, attempt=attempt
+            )
         try:
             content = await self._call(node, self.tasks[i], attempt)
         except asyncio.CancelledError:
             breaker.release()
             raise
         except Exception as exc:
-            breaker.record_failure()
+            changed = breaker.record_failure()
+            if self.bus is not None:
+                await self._circuit_changed(changed, node)
             policy = node.retry or self.executor.retry
-            retrying = policy.should_retry(exc, attempt)
-            await self._fail(i, node, exc, retrying=retrying)
-            if retrying:
-                self._retry_later(i, policy.delay(attempt, self.executor._rng))
+            delay = None
+            if policy.should_retry(exc, attempt):
+                delay = policy.delay(attempt, self.executor._rng)
+            await self._fail(i, node, exc, delay)
             return
-        breaker.record_success()
+        changed = breaker.record_success()
+        if self.bus is not None:
+            await self._circuit_changed(changed, node)
         await self._finish(i, content, "success", None)
 
     async def _call(self, node: Node, task: Any, attempt: int) -> Any:
@@ -353,17 +435,26 @@ class _Run:
             return await await_if_needed(template(self.context))
         return template
 
-    async def _fail(self, i: int, node: Node, exc: Exception, *, retrying: bool) -> None:
+    async def _fail(self, i: int, node: Node, exc: Exception, retry_delay: float | None) -> None:
+        """Count a failed attempt; retry after ``retry_delay`` seconds, or fail the node if None."""
         context = self.context
         await context.increment_failure(node.name)
-        if retrying:
+        if retry_delay is not None:
             await context.increment_retry(node.name)
+            error = _error_text(exc)
             logger.info(
-                "node %r attempt %d failed, retrying: %s",
-                node.name,
-                self.attempts[i],
-                _error_text(exc),
+                "node %r attempt %d failed, retrying: %s", node.name, self.attempts[i], error
             )
+            if self.bus is not None:
+                await self.emit(
+                    EventType.NODE_RETRYING,
+                    node=node.name,
+                    agent=node.spec.name,
+                    attempt=self.attempts[i],
+                    error=error,
+                    delay=retry_delay,
+                )
+            self._retry_later(i, retry_delay)
             return
         logger.warning(
             "node %r failed after %d attempt(s): %s", node.name, self.attempts[i], _error_text(exc)
@@ -406,6 +497,24 @@ class _Run:
             )
         )
         self.remaining -= 1
+        if self.bus is not None:
+            if status == "success":
+                await self.emit(
+                    EventType.NODE_SUCCEEDED,
+                    node=name,
+                    agent=plan.nodes[i].spec.name,
+                    attempts=result["attempts"],
+                    duration=result["duration"],
+                )
+            else:
+                await self.emit(
+                    EventType.NODE_FAILED,
+                    node=name,
+                    agent=plan.nodes[i].spec.name,
+                    attempts=result["attempts"],
+                    error=error,
+                    duration=result["duration"],
+                )
         if status == "success":
             waiting_on, statuses, queue = self.waiting_on, self.status, self.queue
             for j in plan.successors[i]:
@@ -438,6 +547,8 @@ class _Run:
             content=None, status="skipped", error=reason, attempts=self.attempts[j], duration=0.0
         )
         await self.context.set_result(self.plan.names[j], result)
+        if self.bus is not None:
+            await self.emit(EventType.NODE_SKIPPED, node=self.plan.names[j], reason=reason)
 
     async def _mark_unfinished(self, failed: str) -> None:
         for j, status in enumerate(self.status):
