@@ -18,8 +18,8 @@ def service_unavailable(reason: str) -> None:
     pytest.skip(reason)
 
 
-@pytest.fixture(autouse=True)
-def _heddle_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+@pytest.fixture(autouse=True, name="heddle_home")
+def heddle_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Point HEDDLE_HOME at a per-test directory so no test writes into the work tree."""
     home = tmp_path / "heddle-home"
     monkeypatch.setenv("HEDDLE_HOME", str(home))

@@ -1,23 +1,33 @@
-"""Core pieces every other subpackage may use: the error tree and the DI container."""
+"""Core pieces every other subpackage may use: the error tree, the DI container, paths."""
 
 from heddle.core.container import Container, get_container, reset_container
 from heddle.core.errors import (
+    CheckpointError,
     CircuitBreakerOpen,
     ConfigurationError,
+    GraphMismatchError,
     GraphValidationError,
     HeddleError,
     InvalidAgentError,
     NodeTimeoutError,
+    ResultNotSerializable,
+    RunNotFoundError,
 )
+from heddle.core.paths import heddle_home
 
 __all__ = [
+    "CheckpointError",
     "CircuitBreakerOpen",
     "ConfigurationError",
     "Container",
+    "GraphMismatchError",
     "GraphValidationError",
     "HeddleError",
     "InvalidAgentError",
     "NodeTimeoutError",
+    "ResultNotSerializable",
+    "RunNotFoundError",
     "get_container",
+    "heddle_home",
     "reset_container",
 ]

@@ -9,7 +9,11 @@ keeps working for code that does not know heddle::
     ├── GraphValidationError (ValueError)    the graph cannot run as built
     ├── InvalidAgentError (TypeError)        add_node() got something that is not an agent
     ├── NodeTimeoutError (TimeoutError)      one attempt of a node overran its timeout
-    └── CircuitBreakerOpen                   the agent's breaker rejected the call
+    ├── CircuitBreakerOpen                   the agent's breaker rejected the call
+    ├── CheckpointError                      a durable run could not be recorded or read
+    │   └── ResultNotSerializable (TypeError)  a node's result (or the input) is not JSON
+    ├── RunNotFoundError (KeyError)          no recorded run has that workflow id
+    └── GraphMismatchError (ValueError)      resume() got a graph unlike the recorded one
 
 Exceptions carry the context a user needs to act on them (the node, the graph,
 the agent) as attributes, not only inside the message.
@@ -18,14 +22,19 @@ the agent) as attributes, not only inside the message.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 __all__ = [
+    "CheckpointError",
     "CircuitBreakerOpen",
     "ConfigurationError",
+    "GraphMismatchError",
     "GraphValidationError",
     "HeddleError",
     "InvalidAgentError",
     "NodeTimeoutError",
+    "ResultNotSerializable",
+    "RunNotFoundError",
 ]
 
 
@@ -90,3 +99,52 @@ class CircuitBreakerOpen(HeddleError):
         super().__init__(f"circuit breaker for agent {agent!r} is open; {detail}")
         self.agent = agent
         self.retry_after = retry_after
+
+
+class CheckpointError(HeddleError):
+    """A durable run could not be recorded or read; ``path`` is the database, if any."""
+
+    def __init__(self, message: str, *, path: Path | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class ResultNotSerializable(CheckpointError, TypeError):
+    """A node's result (``node``) or a run's input (``node`` is None) is not JSON.
+
+    Durable runs never pickle: a tampered database must not be able to run code.
+    """
+
+    def __init__(self, message: str, *, node: str | None) -> None:
+        super().__init__(message)
+        self.node = node
+
+
+class RunNotFoundError(HeddleError, KeyError):
+    """No recorded run has ``workflow_id``."""
+
+    def __init__(self, workflow_id: str, where: str) -> None:
+        super().__init__(workflow_id)
+        self.workflow_id = workflow_id
+        self.message = f"no run with workflow id {workflow_id!r} in {where}"
+
+    def __str__(self) -> str:  # KeyError would print the repr of its argument
+        return self.message
+
+
+class GraphMismatchError(HeddleError, ValueError):
+    """``resume()`` was given a graph whose structure differs from the recorded run's.
+
+    ``recorded`` and ``given`` are the two structural fingerprints.
+    """
+
+    def __init__(self, workflow_id: str, recorded: str, given: str) -> None:
+        super().__init__(
+            f"workflow {workflow_id!r} was recorded with a graph of another structure "
+            f"(fingerprint {recorded}, this graph's is {given}); nodes or edges changed. "
+            "Pass force=True to resume anyway: recorded results of nodes that still exist "
+            "are reused, every other node runs"
+        )
+        self.workflow_id = workflow_id
+        self.recorded = recorded
+        self.given = given

@@ -28,6 +28,7 @@ import asyncio
 import contextvars
 import functools
 import logging
+import os
 import random
 import re
 import time
@@ -36,12 +37,20 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 from heddle.agents import await_if_needed
-from heddle.core.errors import CircuitBreakerOpen, ConfigurationError, NodeTimeoutError
+from heddle.core.errors import (
+    CircuitBreakerOpen,
+    ConfigurationError,
+    GraphMismatchError,
+    NodeTimeoutError,
+    ResultNotSerializable,
+    RunNotFoundError,
+)
 from heddle.messaging.events import Event, EventType
 from heddle.messaging.message_bus import MessageBus
+from heddle.workflows.checkpoint import Checkpointer, RunRecord, SQLiteCheckpointer
 from heddle.workflows.context import ExecutionContext, Message, NodeResult, NodeStatus
 from heddle.workflows.graph import INPUT_FIELD, Node, Plan, WorkflowGraph
 from heddle.workflows.resilience import CircuitBreaker, CircuitState, RetryPolicy
@@ -59,6 +68,10 @@ _STOP = -1  # queue sentinel: no more work for this worker
 def new_workflow_id() -> str:
     """A fresh workflow id: ``"workflow_"`` and 12 hex characters of a uuid4."""
     return f"workflow_{uuid.uuid4().hex[:12]}"
+
+
+def _where(checkpointer: Checkpointer) -> object:
+    return getattr(checkpointer, "path", checkpointer)
 
 
 def _error_text(exc: BaseException) -> str:
@@ -155,6 +168,7 @@ class WorkflowExecutor:
         fail_fast: bool = False,
         *,
         bus: MessageBus | None = None,
+        checkpointer: Checkpointer | str | os.PathLike[str] | None = None,
         clock: Callable[[], float] = time.monotonic,
         rng: Callable[[], float] = random.random,
     ) -> None:
@@ -188,6 +202,16 @@ class WorkflowExecutor:
                 parameter="bus",
             )
         self.bus = bus
+        self._owns_checkpointer = isinstance(checkpointer, str | os.PathLike)
+        if isinstance(checkpointer, str | os.PathLike):
+            checkpointer = SQLiteCheckpointer(checkpointer)
+        elif checkpointer is not None and not isinstance(checkpointer, Checkpointer):
+            raise ConfigurationError(
+                "checkpointer must be a path to an SQLite file or a Checkpointer, "
+                f"got {type(checkpointer).__name__}",
+                parameter="checkpointer",
+            )
+        self.checkpointer: Checkpointer | None = checkpointer
         self._clock = clock
         self._rng = rng
         self._breakers: dict[str, CircuitBreaker] = {}
@@ -220,7 +244,9 @@ class WorkflowExecutor:
 
         The graph is validated first, so a bad graph raises
         :class:`GraphValidationError` before any agent runs. Agent failures do
-        not raise: they are in the result.
+        not raise: they are in the result. With a checkpointer, the run is
+        recorded first (its input must be JSON) and each node's final result
+        as it finishes.
         """
         if not isinstance(graph, WorkflowGraph):
             raise TypeError(f"execute() needs a WorkflowGraph, got {type(graph).__name__}")
@@ -232,32 +258,111 @@ class WorkflowExecutor:
                 f"workflow_id must match {_WORKFLOW_ID.pattern}, got {workflow_id!r}",
                 parameter="workflow_id",
             )
-        context = ExecutionContext(workflow_id, graph.name, input)
-        run = _Run(self, plan, context)
         started_at = datetime.now(UTC)
-        if self.bus is not None:
-            await run.emit(EventType.WORKFLOW_STARTED, graph=graph.name, nodes=len(plan.names))
+        if self.checkpointer is not None:
+            record = RunRecord(
+                workflow_id=workflow_id,
+                graph_name=graph.name,
+                fingerprint=graph.fingerprint(),
+                input=input,
+                nodes=plan.names,
+                status="running",
+                started_at=started_at,
+            )
+            await self.checkpointer.create_run(record)
+        context = ExecutionContext(workflow_id, graph.name, input)
+        return await self._drive(_Run(self, plan, context), graph.name, started_at)
+
+    async def resume(
+        self, workflow_id: str, graph: WorkflowGraph, *, force: bool = False
+    ) -> WorkflowResult:
+        """Finish a recorded run: run only the nodes that did not succeed.
+
+        The nodes that succeeded before (in a run that failed, was cancelled
+        or whose process died) are not run again; their recorded results feed
+        their dependents. A run that had succeeded is returned as recorded,
+        running nothing. ``graph`` must have the recorded structure (nodes,
+        their agents' names, edges), else :class:`GraphMismatchError`; with
+        ``force=True`` the recorded successes of nodes that still exist are
+        reused and everything else runs.
+        """
+        checkpointer = self._require_checkpointer("resume()")
+        if not isinstance(graph, WorkflowGraph):
+            raise TypeError(f"resume() needs a WorkflowGraph, got {type(graph).__name__}")
+        plan = graph.plan()
+        record = await checkpointer.get_run(workflow_id)
+        if record is None:
+            raise RunNotFoundError(workflow_id, str(_where(checkpointer)))
+        fingerprint = graph.fingerprint()
+        if fingerprint != record.fingerprint and not force:
+            raise GraphMismatchError(workflow_id, record.fingerprint, fingerprint)
+        recorded = await checkpointer.node_results(workflow_id)
+        context = ExecutionContext(workflow_id, record.graph_name, record.input)
+        if record.status == "succeeded" and fingerprint == record.fingerprint:
+            run = _Run(self, plan, context, recorded)
+            await run.go()  # replays every node; nothing is left to run
+            return self._result(run, record.graph_name, record.started_at, record.finished_at)
+        await checkpointer.mark_running(workflow_id)
+        run = _Run(self, plan, context, recorded)
+        return await self._drive(run, record.graph_name, record.started_at)
+
+    async def _drive(self, run: _Run, graph_name: str, started_at: datetime) -> WorkflowResult:
+        """Run to the end, bracketed by the workflow events and the run's final record."""
+        wid = run.context.workflow_id
+        if run.observe:
+            await run.emit(EventType.WORKFLOW_STARTED, graph=graph_name, nodes=len(run.plan.names))
         try:
             await run.go()
         except BaseException:
-            if self.bus is not None:
-                await run.emit_finished(graph.name, "cancelled", started_at)
+            if run.observe:
+                await run.emit_finished(graph_name, "cancelled", started_at)
+            if self.checkpointer is not None:
+                await asyncio.shield(
+                    self.checkpointer.finish_run(wid, "cancelled", datetime.now(UTC))
+                )
             raise
-        results = {name: context.results[name] for name in plan.names}
-        status: WorkflowStatus = (
-            "succeeded" if all(r["status"] == "success" for r in results.values()) else "failed"
-        )
-        if self.bus is not None:
-            await run.emit_finished(graph.name, status, started_at)
+        result = self._result(run, graph_name, started_at, None)
+        if run.observe:
+            await run.emit_finished(graph_name, result.status, started_at)
+        if self.checkpointer is not None:
+            await self.checkpointer.finish_run(wid, result.status, result.finished_at)
+        return result
+
+    @staticmethod
+    def _result(
+        run: _Run, graph_name: str, started_at: datetime, finished_at: datetime | None
+    ) -> WorkflowResult:
+        context = run.context
+        results = {name: context.results[name] for name in run.plan.names}
+        ok = all(r["status"] == "success" for r in results.values())
         return WorkflowResult(
-            workflow_id=workflow_id,
-            graph_name=graph.name,
-            status=status,
+            workflow_id=context.workflow_id,
+            graph_name=graph_name,
+            status="succeeded" if ok else "failed",
             results=results,
             context=context,
             started_at=started_at,
-            finished_at=datetime.now(UTC),
+            finished_at=finished_at or datetime.now(UTC),
         )
+
+    def _require_checkpointer(self, what: str) -> Checkpointer:
+        if self.checkpointer is None:
+            raise ConfigurationError(
+                f"{what} needs a checkpointer: WorkflowExecutor(checkpointer='runs.db')",
+                parameter="checkpointer",
+            )
+        return self.checkpointer
+
+    async def aclose(self) -> None:
+        """Close the checkpointer if this executor opened it (from a path). Idempotent."""
+        if self._owns_checkpointer and self.checkpointer is not None:
+            await self.checkpointer.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
 
     def run(
         self, graph: WorkflowGraph, input: Any = None, *, workflow_id: str | None = None
@@ -276,7 +381,13 @@ class WorkflowExecutor:
 class _Run:
     """The mutable state of one execution; lives exactly as long as ``execute()``."""
 
-    def __init__(self, executor: WorkflowExecutor, plan: Plan, context: ExecutionContext) -> None:
+    def __init__(
+        self,
+        executor: WorkflowExecutor,
+        plan: Plan,
+        context: ExecutionContext,
+        preloaded: Mapping[str, NodeResult] | None = None,
+    ) -> None:
         n = len(plan.names)
         self.executor = executor
         self.plan = plan
@@ -293,11 +404,16 @@ class _Run:
         self.pool: ThreadPoolExecutor | None = None
         self.fail_fast_node: str | None = None
         self.bus = executor.bus
+        self.checkpointer = executor.checkpointer
+        self.observe = self.bus is not None or self.checkpointer is not None
+        self.preloaded = preloaded
 
     async def emit(self, event_type: EventType, **payload: Any) -> None:
-        assert self.bus is not None
         event = Event(event_type, payload, source="executor", workflow_id=self.context.workflow_id)
-        await self.bus.publish(event)
+        if self.bus is not None:
+            await self.bus.publish(event)
+        if self.checkpointer is not None:
+            await self.checkpointer.add_event(self.context.workflow_id, event.to_dict())
 
     async def emit_finished(self, graph: str, status: str, started_at: datetime) -> None:
         counts = {"success": 0, "failed": 0, "skipped": 0}
@@ -314,7 +430,7 @@ class _Run:
         )
 
     async def _circuit_changed(self, state: CircuitState | None, node: Node) -> None:
-        if state is None or self.bus is None:
+        if state is None or not self.observe:
             return
         breaker = self.executor.circuit_breaker(node.spec.name)
         event_type = {
@@ -327,9 +443,13 @@ class _Run:
         )
 
     async def go(self) -> None:
+        if self.preloaded:
+            await self._replay(self.preloaded)
         for i, count in enumerate(self.waiting_on):
-            if count == 0:
+            if count == 0 and self.status[i] is None:
                 self.queue.put_nowait(i)
+        if self.remaining == 0:
+            return
         try:
             try:
                 async with asyncio.TaskGroup() as tg:
@@ -344,6 +464,31 @@ class _Run:
                 timer.cancel()
             if self.pool is not None:
                 self.pool.shutdown(wait=False, cancel_futures=True)
+
+    async def _replay(self, recorded: Mapping[str, NodeResult]) -> None:
+        """Take the recorded successes of an earlier attempt at this run as done."""
+        plan, context = self.plan, self.context
+        for i in plan.order:  # topological, so messages read as the run went
+            name = plan.names[i]
+            result = recorded.get(name)
+            if result is None or result.get("status") != "success":
+                continue
+            result = NodeResult(**{**result, "resumed": True})
+            self.status[i] = "success"
+            self.attempts[i] = result["attempts"]
+            self.remaining -= 1
+            await context.set_result(name, result)
+            await context.add_message(
+                Message(
+                    node=name,
+                    agent=plan.nodes[i].spec.name,
+                    status="success",
+                    content=result["content"],
+                    error=None,
+                )
+            )
+            for j in plan.successors[i]:
+                self.waiting_on[j] -= 1
 
     async def _worker(self) -> None:
         queue = self.queue
@@ -370,7 +515,7 @@ class _Run:
             await self._fail(i, node, exc, None)
             return
         attempt = self.attempts[i] = self.attempts[i] + 1
-        if self.bus is not None:
+        if self.observe:
             await self._circuit_changed(changed, node)
             await self.emit(
                 EventType.NODE_STARTED, node=node.name, agent=node.spec.name, attempt=attempt
@@ -382,7 +527,7 @@ class _Run:
             raise
         except Exception as exc:
             changed = breaker.record_failure()
-            if self.bus is not None:
+            if self.observe:
                 await self._circuit_changed(changed, node)
             policy = node.retry or self.executor.retry
             delay = None
@@ -391,7 +536,7 @@ class _Run:
             await self._fail(i, node, exc, delay)
             return
         changed = breaker.record_success()
-        if self.bus is not None:
+        if self.observe:
             await self._circuit_changed(changed, node)
         await self._finish(i, content, "success", None)
 
@@ -445,7 +590,7 @@ class _Run:
             logger.info(
                 "node %r attempt %d failed, retrying: %s", node.name, self.attempts[i], error
             )
-            if self.bus is not None:
+            if self.observe:
                 await self.emit(
                     EventType.NODE_RETRYING,
                     node=node.name,
@@ -485,6 +630,9 @@ class _Run:
             attempts=self.attempts[i],
             duration=time.perf_counter() - self.started[i],
         )
+        if self.checkpointer is not None:
+            result = await self._checkpoint(i, result)
+            status, content, error = result["status"], result["content"], result["error"]
         context = self.context
         await context.set_result(name, result)
         await context.add_message(
@@ -497,7 +645,7 @@ class _Run:
             )
         )
         self.remaining -= 1
-        if self.bus is not None:
+        if self.observe:
             if status == "success":
                 await self.emit(
                     EventType.NODE_SUCCEEDED,
@@ -530,6 +678,20 @@ class _Run:
             for _ in range(self.workers):
                 self.queue.put_nowait(_STOP)
 
+    async def _checkpoint(self, i: int, result: NodeResult) -> NodeResult:
+        """Record a final result; a success is durable before its dependents may start."""
+        assert self.checkpointer is not None
+        name, wid = self.plan.names[i], self.context.workflow_id
+        try:
+            await self.checkpointer.save_node(wid, name, result, wait=result["status"] == "success")
+        except ResultNotSerializable as exc:
+            logger.warning("node %r failed: %s", name, exc)
+            self.status[i] = "failed"
+            result = NodeResult(**{**result, "content": None, "status": "failed"})
+            result["error"] = _error_text(exc)
+            await self.checkpointer.save_node(wid, name, result, wait=False)
+        return result
+
     async def _skip_descendants(self, i: int, reason: str) -> None:
         plan, status = self.plan, self.status
         stack = list(plan.successors[i])
@@ -547,7 +709,11 @@ class _Run:
             content=None, status="skipped", error=reason, attempts=self.attempts[j], duration=0.0
         )
         await self.context.set_result(self.plan.names[j], result)
-        if self.bus is not None:
+        if self.checkpointer is not None:
+            await self.checkpointer.save_node(
+                self.context.workflow_id, self.plan.names[j], result, wait=False
+            )
+        if self.observe:
             await self.emit(EventType.NODE_SKIPPED, node=self.plan.names[j], reason=reason)
 
     async def _mark_unfinished(self, failed: str) -> None:

@@ -1,0 +1,503 @@
+"""Durable runs: where the executor records a run and each node's final result.
+
+A :class:`Checkpointer` is a Protocol, so other stores (Postgres, Redis) can
+implement it; :class:`SQLiteCheckpointer` is the embedded default.
+
+What the executor relies on:
+
+* ``save_node(..., wait=True)`` returns only once the result is durable. The
+  executor calls it for every succeeded node *before* releasing the node's
+  dependents, so after a crash a resumed run never re-runs a node whose
+  dependents may have seen its result.
+* Results and events are JSON, never pickle: a tampered database can hold
+  wrong data, but it cannot make heddle run code.
+* Writes are group-committed: every result that arrives while a commit is in
+  flight goes into the next single transaction. A fan-out of many nodes
+  finishing together pays for a few commits, not one each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future as ThreadFuture
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal, Protocol, Self, runtime_checkable
+
+from heddle.core.errors import CheckpointError, ConfigurationError, ResultNotSerializable
+from heddle.core.paths import heddle_home
+from heddle.workflows.context import NodeResult
+
+__all__ = [
+    "Checkpointer",
+    "RunRecord",
+    "RunStatus",
+    "SQLiteCheckpointer",
+    "default_database_path",
+]
+
+RunStatus = Literal["running", "succeeded", "failed", "cancelled"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS heddle_runs (
+    workflow_id TEXT PRIMARY KEY,
+    graph_name  TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    input       TEXT NOT NULL,
+    nodes       TEXT NOT NULL,
+    status      TEXT NOT NULL,
+    started_at  TEXT NOT NULL,
+    finished_at TEXT
+);
+CREATE INDEX IF NOT EXISTS heddle_runs_started ON heddle_runs (started_at);
+CREATE TABLE IF NOT EXISTS heddle_node_results (
+    workflow_id TEXT NOT NULL,
+    node        TEXT NOT NULL,
+    status      TEXT NOT NULL,
+    result      TEXT NOT NULL,
+    seq         INTEGER NOT NULL,
+    PRIMARY KEY (workflow_id, node)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS heddle_events (
+    workflow_id TEXT NOT NULL,
+    seq         INTEGER NOT NULL,
+    event       TEXT NOT NULL,
+    PRIMARY KEY (workflow_id, seq)
+) WITHOUT ROWID;
+"""
+
+
+def default_database_path() -> Path:
+    """``$HEDDLE_HOME/heddle.db``, else ``./.heddle/heddle.db`` (read when called)."""
+    return heddle_home() / "heddle.db"
+
+
+@dataclass(frozen=True, slots=True)
+class RunRecord:
+    """What a checkpointer knows about one run."""
+
+    workflow_id: str
+    graph_name: str
+    fingerprint: str
+    input: Any
+    nodes: tuple[str, ...]
+    status: RunStatus
+    started_at: datetime
+    finished_at: datetime | None = None
+
+    @property
+    def duration(self) -> float | None:
+        """Seconds from start to finish; None while running (or after a crash)."""
+        if self.finished_at is None:
+            return None
+        return (self.finished_at - self.started_at).total_seconds()
+
+
+@runtime_checkable
+class Checkpointer(Protocol):
+    """Where durable runs live. Implementations must be safe to use from any event loop."""
+
+    async def create_run(self, record: RunRecord) -> None:
+        """Record a new run; raise CheckpointError if its workflow id exists."""
+
+    async def mark_running(self, workflow_id: str) -> None:
+        """A resumed run is running again (clears ``finished_at``)."""
+
+    async def save_node(
+        self, workflow_id: str, node: str, result: NodeResult, *, wait: bool = True
+    ) -> None:
+        """Record a node's final result; with ``wait``, return once it is durable.
+
+        Raises :class:`ResultNotSerializable` (naming the node) when the
+        result is not JSON, before anything is written.
+        """
+
+    async def add_event(self, workflow_id: str, event: dict[str, Any]) -> None:
+        """Keep one event of the run (JSON-ready dict); need not wait for durability."""
+
+    async def finish_run(self, workflow_id: str, status: RunStatus, finished_at: datetime) -> None:
+        """Record the run's end, durably, with everything recorded before it."""
+
+    async def get_run(self, workflow_id: str) -> RunRecord | None: ...
+
+    async def node_results(self, workflow_id: str) -> dict[str, NodeResult]: ...
+
+    async def events(self, workflow_id: str) -> list[dict[str, Any]]: ...
+
+    async def list_runs(self, limit: int = 20) -> list[RunRecord]: ...
+
+    async def aclose(self) -> None: ...
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat()
+
+
+def _from_iso(text: str | None) -> datetime | None:
+    return None if text is None else datetime.fromisoformat(text)
+
+
+# A write waiting for the next group commit: (sql, params, future or None, loop).
+_Write = tuple[str, tuple[Any, ...], "asyncio.Future[None] | None", asyncio.AbstractEventLoop]
+
+
+class SQLiteCheckpointer:
+    """Runs, node results and events in one SQLite file (WAL, ``synchronous=NORMAL``).
+
+    ``synchronous=NORMAL`` in WAL mode makes every commit survive a crash of
+    the process, which is what resuming after a crash needs; ``"FULL"`` adds
+    an fsync per commit so that commits also survive power loss.
+    ``max_events_per_run`` bounds the stored events of each run (the latest
+    are kept).
+
+    Usable from several event loops one after another; all SQLite work runs on
+    one dedicated thread, so the event loop never blocks on disk.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        synchronous: Literal["NORMAL", "FULL"] = "NORMAL",
+        max_events_per_run: int = 1000,
+        timeout: float = 30.0,
+    ) -> None:
+        if synchronous not in ("NORMAL", "FULL"):
+            raise ConfigurationError(
+                f'synchronous must be "NORMAL" or "FULL", got {synchronous!r}',
+                parameter="synchronous",
+            )
+        if (
+            isinstance(max_events_per_run, bool)
+            or not isinstance(max_events_per_run, int)
+            or max_events_per_run < 0
+        ):
+            raise ConfigurationError(
+                f"max_events_per_run must be an int >= 0, got {max_events_per_run!r}",
+                parameter="max_events_per_run",
+            )
+        self.path = (
+            Path(path).expanduser().absolute() if path is not None else default_database_path()
+        )
+        self.synchronous = synchronous
+        self.max_events_per_run = max_events_per_run
+        self._timeout = float(timeout)
+        self._thread: ThreadPoolExecutor | None = None
+        self._conn: sqlite3.Connection | None = None
+        self._lock = threading.Lock()
+        self._pending: list[_Write] = []
+        self._writing = False
+        self._event_seq: dict[str, int] = {}
+        self._node_seq = 0
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"SQLiteCheckpointer({str(self.path)!r})"
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    # -- the thread ---------------------------------------------------------------
+
+    def _submit(self, fn: Callable[..., Any], *args: Any) -> ThreadFuture[Any]:
+        if self._closed:
+            raise CheckpointError(f"{self!r} is closed", path=self.path)
+        if self._thread is None:
+            self._thread = ThreadPoolExecutor(1, thread_name_prefix="heddle-checkpoint")
+        return self._thread.submit(fn, *args)
+
+    async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.wrap_future(self._submit(fn, *args))
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                conn = sqlite3.connect(self.path, timeout=self._timeout, isolation_level=None)
+                deadline = time.monotonic() + self._timeout
+                while True:
+                    try:
+                        conn.execute("PRAGMA journal_mode=WAL")
+                        conn.executescript(_SCHEMA)
+                        break
+                    except sqlite3.OperationalError as exc:
+                        # Two processes creating the file at once: one gets "locked".
+                        if "locked" not in str(exc) or time.monotonic() > deadline:
+                            raise
+                        time.sleep(0.01)
+                conn.execute(f"PRAGMA synchronous={self.synchronous}")
+            except sqlite3.Error as exc:
+                raise CheckpointError(
+                    f"cannot open checkpoint database {self.path}: {exc}", path=self.path
+                ) from exc
+            self._conn = conn
+        return self._conn
+
+    def _write_sync(self, batch: Sequence[tuple[str, tuple[Any, ...]]]) -> None:
+        conn = self._connection()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for sql, params in batch:
+                    conn.execute(sql, params)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        except sqlite3.IntegrityError as exc:
+            raise CheckpointError(
+                f"checkpoint database {self.path}: {exc}", path=self.path
+            ) from exc
+        except sqlite3.Error as exc:
+            raise CheckpointError(
+                f"checkpoint database {self.path}: {exc}", path=self.path
+            ) from exc
+
+    def _read_sync(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        try:
+            return self._connection().execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise CheckpointError(
+                f"checkpoint database {self.path}: {exc}", path=self.path
+            ) from exc
+
+    # -- group commit ---------------------------------------------------------------
+    #
+    # Writes queue in self._pending. When none is in flight, the first writer
+    # hands the queue to the thread, which commits it as one transaction and
+    # then takes whatever queued meanwhile, until the queue is empty. Waiters
+    # are woken on their own loop; the bookkeeping never needs a loop, so a
+    # loop that closes mid-write cannot leave the checkpointer stuck.
+
+    def _enqueue(
+        self, sql: str, params: tuple[Any, ...], wait: bool
+    ) -> asyncio.Future[None] | None:
+        if self._closed:
+            raise CheckpointError(f"{self!r} is closed", path=self.path)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] | None = loop.create_future() if wait else None
+        with self._lock:
+            self._pending.append((sql, params, future, loop))
+            if self._writing:
+                return future
+            self._writing = True
+        try:
+            self._submit(self._drain_sync)
+        except BaseException:
+            with self._lock:
+                self._writing = False
+            raise
+        return future
+
+    def _drain_sync(self) -> None:
+        while True:
+            with self._lock:
+                batch, self._pending = self._pending, []
+                if not batch:
+                    self._writing = False
+                    return
+            error: BaseException | None = None
+            try:
+                self._write_sync([(sql, params) for sql, params, _, _ in batch])
+            except Exception as exc:
+                error = exc
+            for loop in {loop for _, _, _, loop in batch}:
+                waiting = [future for _, _, future, lp in batch if lp is loop and future]
+                if waiting:
+                    with contextlib.suppress(RuntimeError):  # that loop has closed
+                        loop.call_soon_threadsafe(_settle, waiting, error)
+
+    async def _write(self, sql: str, params: tuple[Any, ...]) -> None:
+        future = self._enqueue(sql, params, True)
+        assert future is not None
+        await future
+
+    # -- the Checkpointer protocol ----------------------------------------------------
+
+    async def create_run(self, record: RunRecord) -> None:
+        try:
+            input_json = json.dumps(record.input)
+        except (TypeError, ValueError) as exc:
+            raise ResultNotSerializable(
+                f"the input of workflow {record.workflow_id!r} is not JSON-serialisable ({exc}); "
+                "durable runs store their input to resume it",
+                node=None,
+            ) from exc
+        existing = await self.get_run(record.workflow_id)
+        if existing is not None:
+            raise CheckpointError(
+                f"workflow {record.workflow_id!r} already exists in {self.path} "
+                f"(status {existing.status}); resume it or choose another workflow_id",
+                path=self.path,
+            )
+        await self._write(
+            "INSERT INTO heddle_runs (workflow_id, graph_name, fingerprint, input, nodes, status, "
+            "started_at, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, NULL)",
+            (
+                record.workflow_id,
+                record.graph_name,
+                record.fingerprint,
+                input_json,
+                json.dumps(list(record.nodes)),
+                record.status,
+                _iso(record.started_at),
+            ),
+        )
+
+    async def mark_running(self, workflow_id: str) -> None:
+        await self._write(
+            "UPDATE heddle_runs SET status = 'running', finished_at = NULL WHERE workflow_id = ?",
+            (workflow_id,),
+        )
+
+    async def save_node(
+        self, workflow_id: str, node: str, result: NodeResult, *, wait: bool = True
+    ) -> None:
+        stored = {k: v for k, v in result.items() if k != "resumed"}
+        try:
+            text = json.dumps(stored)
+        except (TypeError, ValueError) as exc:
+            raise ResultNotSerializable(
+                f"the result of node {node!r} is not JSON-serialisable ({exc}); durable runs "
+                "store results as JSON: return str, numbers, bools, None, lists or dicts",
+                node=node,
+            ) from exc
+        self._node_seq += 1
+        future = self._enqueue(
+            "INSERT OR REPLACE INTO heddle_node_results (workflow_id, node, status, result, seq) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (workflow_id, node, result["status"], text, self._node_seq),
+            wait,
+        )
+        if future is not None:
+            await future
+
+    async def add_event(self, workflow_id: str, event: dict[str, Any]) -> None:
+        if self.max_events_per_run == 0:
+            return
+        seq = self._event_seq.get(workflow_id)
+        if seq is None:
+            rows = await self._call(
+                self._read_sync,
+                "SELECT COALESCE(MAX(seq), 0) FROM heddle_events WHERE workflow_id = ?",
+                (workflow_id,),
+            )
+            seq = int(rows[0][0])
+        seq += 1
+        self._event_seq[workflow_id] = seq
+        self._enqueue(
+            "INSERT INTO heddle_events (workflow_id, seq, event) VALUES (?, ?, ?)",
+            (workflow_id, seq, json.dumps(event)),
+            False,
+        )
+        if seq > self.max_events_per_run:
+            self._enqueue(
+                "DELETE FROM heddle_events WHERE workflow_id = ? AND seq = ?",
+                (workflow_id, seq - self.max_events_per_run),
+                False,
+            )
+
+    async def finish_run(self, workflow_id: str, status: RunStatus, finished_at: datetime) -> None:
+        self._event_seq.pop(workflow_id, None)
+        await self._write(
+            "UPDATE heddle_runs SET status = ?, finished_at = ? WHERE workflow_id = ?",
+            (status, _iso(finished_at), workflow_id),
+        )
+
+    async def get_run(self, workflow_id: str) -> RunRecord | None:
+        rows = await self._call(
+            self._read_sync, f"{_SELECT_RUN} WHERE workflow_id = ?", (workflow_id,)
+        )
+        return _record(rows[0]) if rows else None
+
+    async def list_runs(self, limit: int = 20) -> list[RunRecord]:
+        rows = await self._call(
+            self._read_sync, f"{_SELECT_RUN} ORDER BY started_at DESC LIMIT ?", (int(limit),)
+        )
+        return [_record(row) for row in rows]
+
+    async def node_results(self, workflow_id: str) -> dict[str, NodeResult]:
+        rows = await self._call(
+            self._read_sync,
+            "SELECT node, result FROM heddle_node_results WHERE workflow_id = ? ORDER BY seq",
+            (workflow_id,),
+        )
+        return {node: json.loads(text) for node, text in rows}
+
+    async def events(self, workflow_id: str) -> list[dict[str, Any]]:
+        rows = await self._call(
+            self._read_sync,
+            "SELECT event FROM heddle_events WHERE workflow_id = ? ORDER BY seq",
+            (workflow_id,),
+        )
+        return [json.loads(text) for (text,) in rows]
+
+    async def aclose(self) -> None:
+        """Wait for queued writes, close the database and stop the thread. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        thread, self._thread = self._thread, None
+        if thread is None:
+            return
+
+        def close() -> None:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+        try:
+            # FIFO on the one thread: runs after every queued write has committed.
+            await asyncio.wrap_future(thread.submit(close))
+        finally:
+            thread.shutdown(wait=False)
+
+
+def _settle(futures: Sequence[asyncio.Future[None]], error: BaseException | None) -> None:
+    for future in futures:
+        if future.done():  # its waiter was cancelled
+            continue
+        if error is None:
+            future.set_result(None)
+        else:
+            future.set_exception(error)
+
+
+_SELECT_RUN = (
+    "SELECT workflow_id, graph_name, fingerprint, input, nodes, status, started_at, finished_at "
+    "FROM heddle_runs"
+)
+
+
+def _record(row: tuple[Any, ...]) -> RunRecord:
+    wid, graph, fingerprint, input_json, nodes, status, started, finished = row
+    started_at = _from_iso(started)
+    assert started_at is not None
+    return RunRecord(
+        workflow_id=wid,
+        graph_name=graph,
+        fingerprint=fingerprint,
+        input=json.loads(input_json),
+        nodes=tuple(json.loads(nodes)),
+        status=status,
+        started_at=started_at,
+        finished_at=_from_iso(finished),
+    )
