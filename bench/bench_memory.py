@@ -36,6 +36,7 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,7 +46,7 @@ from heddle.memory import AgentMemory, FileStore, SQLiteStore
 
 ROOT = Path(__file__).resolve().parents[1]
 AGENT = "bench"
-REPEATS = 5
+REPEATS = 7
 KINDS = ("seed", "file", "sqlite")
 
 
@@ -151,6 +152,15 @@ class Speeds:
     loads: float  # median loads/s at the largest size
 
 
+@dataclass
+class _Backend:
+    save: Callable[[str, Any], Awaitable[Any]]
+    load: Callable[[str], Awaitable[Any]]
+    batch: int
+    save_rates: list[float]
+    load_rates: list[float]
+
+
 async def _rate(op: Callable[[str], Awaitable[Any]], keys: list[str]) -> float:
     start = time.perf_counter()
     for key in keys:
@@ -158,64 +168,69 @@ async def _rate(op: Callable[[str], Awaitable[Any]], keys: list[str]) -> float:
     return len(keys) / (time.perf_counter() - start)
 
 
-async def _measure(
-    save: Callable[[str, Any], Awaitable[Any]],
-    load: Callable[[str], Awaitable[Any]],
-    n: int,
-    batch: int,
-    do_loads: bool,
-) -> tuple[float, float]:
-    rng = random.Random(n)
-    await save("warm-up", value_for(0))
-    await load("warm-up")
-    save_rates, load_rates = [], []
-    for _ in range(REPEATS):
-        keys = [f"key-{rng.randrange(n)}" for _ in range(batch)]
-        save_rates.append(await _rate(lambda k: save(k, value_for(1)), keys))
-        if do_loads:
-            keys = [f"key-{rng.randrange(n)}" for _ in range(batch)]
-            load_rates.append(await _rate(load, keys))
-    return statistics.median(save_rates), statistics.median(load_rates) if do_loads else 0.0
-
-
-def _bench_backend(name: str, sizes: tuple[int, ...], batch: dict[int, int]) -> Speeds:
-    saves: dict[int, float] = {}
-    loads = 0.0
-    for n in sizes:
-        with tempfile.TemporaryDirectory(prefix="heddle-bench-") as tmp:
-            saves[n], got_loads = asyncio.run(
-                _run_backend(name, Path(tmp), n, batch[n], n == sizes[-1])
-            )
-            if n == sizes[-1]:
-                loads = got_loads
-    return Speeds(saves, loads)
-
-
-async def _run_backend(
-    name: str, tmp: Path, n: int, batch: int, do_loads: bool
-) -> tuple[float, float]:
+async def _open_backend(name: str, tmp: Path, n: int, stack: AsyncExitStack) -> tuple[Any, Any]:
+    """(save, load) of backend ``name`` over an agent prefilled with ``n`` keys."""
     if name == "seed":
         _prefill_seed(tmp / "seed", n)
         seed = SeedAgentMemory(AGENT, SeedFileStore(tmp / "seed"))
-        return await _measure(seed.save, seed.load, n, batch, do_loads)
+        return seed.save, seed.load
     if name == "file":
         _prefill_file(tmp / "files", n)
-        async with FileStore(tmp / "files") as fstore:
-            memory = AgentMemory(AGENT, fstore)
-            return await _measure(memory.save, memory.load, n, batch, do_loads)
+        files = await stack.enter_async_context(FileStore(tmp / "files"))
+        memory = AgentMemory(AGENT, files)
+        return memory.save, memory.load
     if name.startswith("sqlite-"):
         await _prefill_sqlite(tmp / "memory.db", n)
-        async with SQLiteStore(
-            tmp / "memory.db", synchronous=name.removeprefix("sqlite-")
-        ) as store:  # type: ignore[arg-type]
-            memory = AgentMemory(AGENT, store)
-            return await _measure(memory.save, memory.load, n, batch, do_loads)
+        synchronous: Any = name.removeprefix("sqlite-")
+        store = await stack.enter_async_context(
+            SQLiteStore(tmp / "memory.db", synchronous=synchronous)
+        )
+        memory = AgentMemory(AGENT, store)
+        return memory.save, memory.load
     bare = BareSQLite(tmp / "bare.db", name.removeprefix("bare-"))
     bare.prefill(n)
-    try:
-        return await _measure(bare.save, bare.load, n, batch, do_loads)
-    finally:
-        await bare.aclose()
+    stack.push_async_callback(bare.aclose)
+    return bare.save, bare.load
+
+
+async def _measure_size(
+    names: list[str], batches: dict[str, int], tmp: Path, n: int, do_loads: bool
+) -> dict[str, _Backend]:
+    """Time every backend at ``n`` keys, interleaved: repeat r runs one batch of each, so a
+    burst of load on the machine hits all of them alike and the ratios stay fair."""
+    rng = random.Random(n)
+    backends: dict[str, _Backend] = {}
+    async with AsyncExitStack() as stack:
+        for name in names:
+            (tmp / name).mkdir()
+            save, load = await _open_backend(name, tmp / name, n, stack)
+            await save("warm-up", value_for(0))
+            await load("warm-up")
+            backends[name] = _Backend(save, load, batches[name], [], [])
+        for r in range(REPEATS):
+            order = names[r % len(names) :] + names[: r % len(names)]  # rotate who goes first
+            for name in order:
+                b = backends[name]
+                keys = [f"key-{rng.randrange(n)}" for _ in range(b.batch)]
+                b.save_rates.append(await _rate(lambda k, b=b: b.save(k, value_for(1)), keys))
+                if do_loads:
+                    keys = [f"key-{rng.randrange(n)}" for _ in range(b.batch)]
+                    b.load_rates.append(await _rate(b.load, keys))
+    return backends
+
+
+def _bench(
+    names: list[str], sizes: tuple[int, ...], batches: dict[int, dict[str, int]]
+) -> dict[str, Speeds]:
+    speeds = {name: Speeds({}, 0.0) for name in names}
+    for n in sizes:
+        with tempfile.TemporaryDirectory(prefix="heddle-bench-") as tmp:
+            measured = asyncio.run(_measure_size(names, batches[n], Path(tmp), n, n == sizes[-1]))
+        for name, b in measured.items():
+            speeds[name].saves[n] = statistics.median(b.save_rates)
+            if b.load_rates:
+                speeds[name].loads = statistics.median(b.load_rates)
+    return speeds
 
 
 # -- cross-process runs -------------------------------------------------------------------
@@ -360,7 +375,11 @@ def main(quick: bool = False) -> str:
         ("sqlite-FULL", "SQLiteStore via AgentMemory, synchronous=FULL", fast_batch),
         ("bare-FULL", "bare sqlite3 in a thread, WAL, synchronous=FULL", fast_batch),
     ]
-    speeds = {name: _bench_backend(name, sizes, batch) for name, _, batch in rows}
+    speeds = _bench(
+        [name for name, _, _ in rows],
+        sizes,
+        {n: {name: batch[n] for name, _, batch in rows} for n in sizes},
+    )
     seed_large = speeds["seed"].saves[large]
     lines = [
         f"| store | saves/s @ {small:,} keys | saves/s @ {large:,} keys | loads/s @ {large:,} keys "

@@ -75,6 +75,10 @@ def check_key(key: object) -> str:
     return key
 
 
+# One encoder for every call: json.dumps() with non-default options builds a new one each time.
+_ENCODER = json.JSONEncoder(allow_nan=False, separators=(",", ":"))
+
+
 def _check_str_keys(value: Any, what: str) -> None:
     # json.dumps turns {1: "a"} into {"1": "a"} and {1: "a", "1": "b"} into two
     # "1" members, one of which is lost on load: refuse rather than change data.
@@ -96,7 +100,7 @@ def _check_str_keys(value: Any, what: str) -> None:
 def encode_value(value: Any, what: str = "value") -> str:
     """The JSON text of ``value``; TypeError if it is not JSON (NaN and infinities included)."""
     try:
-        text = json.dumps(value, allow_nan=False, separators=(",", ":"))
+        text = _ENCODER.encode(value)
     except (TypeError, ValueError) as exc:
         raise TypeError(f"{what} is not JSON-serialisable: {exc}") from exc
     _check_str_keys(value, what)
