@@ -14,6 +14,10 @@ What the executor relies on:
 * Writes are group-committed: every result that arrives while a commit is in
   flight goes into the next single transaction. A fan-out of many nodes
   finishing together pays for a few commits, not one each.
+* Only a succeeded node's result and the run's start and end are waited for.
+  Events and failed or skipped results ride along with the next commit: after
+  a crash they may be missing, which costs nothing on resume (a node without
+  a recorded success runs again).
 """
 
 from __future__ import annotations
@@ -296,7 +300,7 @@ class SQLiteCheckpointer:
         future: asyncio.Future[None] | None = loop.create_future() if wait else None
         with self._lock:
             self._pending.append((sql, params, future, loop))
-            if self._writing:
+            if self._writing or not wait:  # lazy writes ride along with the next commit
                 return future
             self._writing = True
         try:
