@@ -798,3 +798,16 @@ async def test_invalid_graph_fails_before_any_agent_runs() -> None:
     with pytest.raises(GraphValidationError, match="cycle"):
         await WorkflowExecutor().execute(g)
     assert called == []
+
+
+async def test_result_repr_is_a_summary_even_for_deeply_shared_contents() -> None:
+    """repr(result) stays short when joins nest their inputs' contents (it would be exponential)."""
+    g = WorkflowGraph("ladder").add_node("n0", echo).add_node("m0", echo)
+    for i in range(1, 40):
+        for name in (f"n{i}", f"m{i}"):
+            g.add_node(name, echo).add_edge(f"n{i - 1}", name).add_edge(f"m{i - 1}", name)
+    result = await WorkflowExecutor().execute(g, input="x")
+    text = repr(result)
+    assert len(text) < 200
+    assert "status='succeeded'" in text
+    assert "nodes=80" in text
