@@ -18,10 +18,10 @@ def test_the_memory_doc_has_examples() -> None:
 
 
 @pytest.mark.parametrize("code", EXAMPLES, ids=[f"memory.md#{k}" for k in range(len(EXAMPLES))])
-@pytest.mark.parametrize("heddle_home", [True, False], ids=["HEDDLE_HOME", "dot-heddle"])
+@pytest.mark.parametrize("with_home", [True, False], ids=["HEDDLE_HOME", "dot-heddle"])
 def test_memory_doc_example_runs_and_prints_its_comments(
     code: str,
-    heddle_home: bool,
+    with_home: bool,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
@@ -29,7 +29,7 @@ def test_memory_doc_example_runs_and_prints_its_comments(
     """Each example runs with or without HEDDLE_HOME, writes only under it (or ./.heddle), and
     every print() with a trailing '# text' comment, indented or not, prints that text."""
     monkeypatch.chdir(tmp_path)
-    if not heddle_home:
+    if not with_home:
         monkeypatch.delenv("HEDDLE_HOME")
     exec(compile(code, str(DOC), "exec"), {"__name__": "__doc_example__"})
     expected = [
@@ -39,4 +39,4 @@ def test_memory_doc_example_runs_and_prints_its_comments(
     ]
     assert capsys.readouterr().out.splitlines() == expected
     written = {p.relative_to(tmp_path).parts[0] for p in tmp_path.rglob("*")}
-    assert written <= ({"heddle-home"} if heddle_home else {".heddle"})
+    assert written <= ({"heddle-home"} if with_home else {".heddle"})
