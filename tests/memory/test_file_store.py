@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,6 +15,7 @@ from heddle.memory import (
     CorruptStoreError,
     FileStore,
     MemoryStoreError,
+    file_store,
 )
 
 CORRUPT_FILES = {
@@ -108,6 +110,70 @@ async def test_a_corrupt_file_raises_on_load_and_save_and_is_never_overwritten(
         assert await AgentMemory("other", store).load("k") is None  # other agents unaffected
     assert path.read_bytes() == content
     assert not (tmp_path / ".agent.json.tmp").exists()
+
+
+class _Died(BaseException):
+    """Stands for the process dying at an injected point of a write."""
+
+
+@pytest.mark.parametrize("point", ["write", "fsync", "replace", "directory fsync"])
+async def test_dying_at_any_step_of_a_write_leaves_the_old_or_the_new_file_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, point: str
+) -> None:
+    """A writer that dies while writing the temp file, before or after its fsync, or right
+    after os.replace, leaves a complete file holding every earlier save, and the store works."""
+    async with FileStore(tmp_path) as store:
+        memory = AgentMemory("agent", store)
+        for i in range(20):
+            await memory.save(f"k{i}", i)
+        real_fsync, real_replace = os.fsync, os.replace
+        fsyncs = 0
+
+        def die_in_fsync(fd: int) -> None:
+            nonlocal fsyncs
+            fsyncs += 1
+            if (point, fsyncs) in (("fsync", 1), ("directory fsync", 2)):
+                raise _Died
+            real_fsync(fd)
+
+        def die_in_replace(src: str, dst: str) -> None:
+            if point == "replace":
+                real_replace(src, dst)
+                raise _Died
+
+        class HalfWritten:
+            def __init__(self, f: Any) -> None:
+                self.f = f
+
+            def __enter__(self) -> HalfWritten:
+                return self
+
+            def __exit__(self, *exc: object) -> None:
+                self.f.close()
+
+            def write(self, data: bytes) -> int:
+                self.f.write(data[: len(data) // 2])
+                self.f.flush()
+                raise _Died
+
+        def open_dying_on_write(path: Any, mode: str = "r", *args: Any) -> Any:
+            f = open(path, mode, *args)  # noqa: SIM115
+            return HalfWritten(f) if "w" in mode else f
+
+        with monkeypatch.context() as patch:
+            patch.setattr(os, "fsync", die_in_fsync)
+            patch.setattr(os, "replace", die_in_replace if point == "replace" else real_replace)
+            if point == "write":
+                patch.setattr(file_store, "open", open_dying_on_write, raising=False)
+            with pytest.raises(_Died):
+                await memory.save("new", "value")
+        fresh = AgentMemory("agent", store, max_cache_size=0)
+        assert [await fresh.load(f"k{i}") for i in range(20)] == list(range(20))
+        assert await fresh.load("new") == (
+            "value" if point in ("replace", "directory fsync") else None
+        )
+        await fresh.save("after", 1)
+        assert await fresh.load("after") == 1
 
 
 async def test_a_corrupt_file_is_reported_even_after_being_cached(tmp_path: Path) -> None:
