@@ -24,6 +24,7 @@ from heddle.memory.sqlite_store import (
     KEYS_RANGE_SQL,
     SELECT_SQL,
     UPSERT_SQL,
+    Synchronous,
     prefix_upper_bound,
 )
 
@@ -35,7 +36,7 @@ def traced(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, str]]:
     real_connect = sqlite3.connect
 
     def connect(*args: Any, **kwargs: Any) -> sqlite3.Connection:
-        conn = real_connect(*args, **kwargs)
+        conn: sqlite3.Connection = real_connect(*args, **kwargs)
         conn.set_trace_callback(lambda sql: statements.append((threading.get_ident(), sql)))
         return conn
 
@@ -74,9 +75,10 @@ async def test_the_file_is_in_wal_mode_with_the_chosen_synchronous_setting(
     tmp_path: Path, traced: list[tuple[int, str]]
 ) -> None:
     """Opening sets journal_mode=WAL (persistent in the file) and synchronous as configured."""
-    for setting in ("NORMAL", "FULL"):
+    modes: tuple[Synchronous, ...] = ("NORMAL", "FULL")
+    for setting in modes:
         path = tmp_path / f"{setting}.db"
-        async with SQLiteStore(path, synchronous=setting) as store:  # type: ignore[arg-type]
+        async with SQLiteStore(path, synchronous=setting) as store:
             assert store.synchronous == setting
             await store.put("a", "k", "1", None)
         assert f"PRAGMA synchronous={setting}" in [sql for _, sql in traced]
@@ -175,7 +177,7 @@ def test_prefix_upper_bound_is_the_next_string_after_all_extensions(
     assert prefix_upper_bound(prefix) == bound
 
 
-_KEY_TEXT = st.text(st.characters(exclude_categories=("Cs",)), max_size=4)
+_KEY_TEXT = st.text(st.characters(exclude_categories=["Cs"]), max_size=4)
 
 
 @settings(max_examples=60, deadline=None)

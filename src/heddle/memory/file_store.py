@@ -71,6 +71,8 @@ class FileStore(ThreadedStore):
     Crash-safe (a save that returned is never lost, a killed writer never
     leaves a broken file) and safe for several processes, but each save
     rewrites the agent's whole file. ``base_path`` is created on first write.
+    Keep it on a local file system: ``flock`` and atomic rename are not
+    dependable on every network file system.
     """
 
     _thread_name = "heddle-filestore"
