@@ -23,6 +23,7 @@ Run: ``python -m bench memory`` (``--quick`` for a smoke run).
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import platform
@@ -168,6 +169,10 @@ async def _rate(op: Callable[[str], Awaitable[Any]], keys: list[str]) -> float:
     return len(keys) / (time.perf_counter() - start)
 
 
+def _save_one(save: Callable[[str, Any], Awaitable[Any]], key: str) -> Awaitable[Any]:
+    return save(key, value_for(1))
+
+
 async def _open_backend(name: str, tmp: Path, n: int, stack: AsyncExitStack) -> tuple[Any, Any]:
     """(save, load) of backend ``name`` over an agent prefilled with ``n`` keys."""
     if name == "seed":
@@ -212,7 +217,7 @@ async def _measure_size(
             for name in order:
                 b = backends[name]
                 keys = [f"key-{rng.randrange(n)}" for _ in range(b.batch)]
-                b.save_rates.append(await _rate(lambda k, b=b: b.save(k, value_for(1)), keys))
+                b.save_rates.append(await _rate(functools.partial(_save_one, b.save), keys))
                 if do_loads:
                     keys = [f"key-{rng.randrange(n)}" for _ in range(b.batch)]
                     b.load_rates.append(await _rate(b.load, keys))
