@@ -11,11 +11,13 @@ Compared, in one run, on the same values:
 * bare ``sqlite3`` calls on one connection in a single-thread executor, WAL,
   with the same synchronous setting: the floor for any SQLite-backed store.
 
-Each figure is the median of REPEATS timed batches of sequential awaited
-calls on random existing keys. The cross-process table comes from real
-subprocesses: 4 writers saving distinct keys at once (lost updates), and a
-writer SIGKILLed at a random moment that printed each key after its save
-returned (acknowledged saves lost; whether the store can still be read).
+Each rate is the median of timed batches of sequential awaited calls on
+random existing keys, the backends interleaved batch by batch; "vs bare" is
+the median of the ratios of batches run side by side. The cross-process
+table comes from real subprocesses: 4 writers saving distinct keys at once
+(lost updates), and a writer SIGKILLed at a random moment that printed each
+key after its save returned (acknowledged saves lost; whether the store can
+still be read).
 
 Run: ``python -m bench memory`` (``--quick`` for a smoke run).
 """
@@ -47,7 +49,8 @@ from heddle.memory import AgentMemory, FileStore, SQLiteStore
 
 ROOT = Path(__file__).resolve().parents[1]
 AGENT = "bench"
-REPEATS = 7
+REPEATS = 7  # timed batches per backend and size (the slow, file-based stores)
+FAST_REPEATS = 21  # for the SQLite rows, whose batches take a fraction of a second
 KINDS = ("seed", "file", "sqlite")
 
 
@@ -151,6 +154,7 @@ class BareSQLite:
 class Speeds:
     saves: dict[int, float]  # existing keys -> median saves/s
     loads: float  # median loads/s at the largest size
+    save_rates: list[float]  # per batch at the largest size, in round order
 
 
 @dataclass
@@ -158,6 +162,7 @@ class _Backend:
     save: Callable[[str, Any], Awaitable[Any]]
     load: Callable[[str], Awaitable[Any]]
     batch: int
+    rounds: int
     save_rates: list[float]
     load_rates: list[float]
 
@@ -199,10 +204,11 @@ async def _open_backend(name: str, tmp: Path, n: int, stack: AsyncExitStack) -> 
 
 
 async def _measure_size(
-    names: list[str], batches: dict[str, int], tmp: Path, n: int, do_loads: bool
+    names: list[str], plan: dict[str, tuple[int, int]], tmp: Path, n: int, do_loads: bool
 ) -> dict[str, _Backend]:
-    """Time every backend at ``n`` keys, interleaved: repeat r runs one batch of each, so a
-    burst of load on the machine hits all of them alike and the ratios stay fair."""
+    """Time every backend at ``n`` keys, interleaved: round r runs one batch of each backend
+    that has rounds left (``plan``: name -> (batch, rounds)), rotating who goes first, so a
+    burst of load on the machine hits them alike and batches of one round can be compared."""
     rng = random.Random(n)
     backends: dict[str, _Backend] = {}
     async with AsyncExitStack() as stack:
@@ -211,10 +217,10 @@ async def _measure_size(
             save, load = await _open_backend(name, tmp / name, n, stack)
             await save("warm-up", value_for(0))
             await load("warm-up")
-            backends[name] = _Backend(save, load, batches[name], [], [])
-        for r in range(REPEATS):
-            order = names[r % len(names) :] + names[: r % len(names)]  # rotate who goes first
-            for name in order:
+            backends[name] = _Backend(save, load, *plan[name], [], [])
+        for r in range(max(b.rounds for b in backends.values())):
+            active = [name for name in names if r < backends[name].rounds]
+            for name in active[r % len(active) :] + active[: r % len(active)]:
                 b = backends[name]
                 keys = [f"key-{rng.randrange(n)}" for _ in range(b.batch)]
                 b.save_rates.append(await _rate(functools.partial(_save_one, b.save), keys))
@@ -225,17 +231,23 @@ async def _measure_size(
 
 
 def _bench(
-    names: list[str], sizes: tuple[int, ...], batches: dict[int, dict[str, int]]
+    names: list[str], sizes: tuple[int, ...], plans: dict[int, dict[str, tuple[int, int]]]
 ) -> dict[str, Speeds]:
-    speeds = {name: Speeds({}, 0.0) for name in names}
+    speeds = {name: Speeds({}, 0.0, []) for name in names}
     for n in sizes:
         with tempfile.TemporaryDirectory(prefix="heddle-bench-") as tmp:
-            measured = asyncio.run(_measure_size(names, batches[n], Path(tmp), n, n == sizes[-1]))
+            measured = asyncio.run(_measure_size(names, plans[n], Path(tmp), n, n == sizes[-1]))
         for name, b in measured.items():
             speeds[name].saves[n] = statistics.median(b.save_rates)
+            speeds[name].save_rates = b.save_rates
             if b.load_rates:
                 speeds[name].loads = statistics.median(b.load_rates)
     return speeds
+
+
+def paired_ratio(ours: list[float], theirs: list[float]) -> float:
+    """The median, over rounds, of ours/theirs within the same round (same machine load)."""
+    return statistics.median(a / b for a, b in zip(ours, theirs, strict=True))
 
 
 # -- cross-process runs -------------------------------------------------------------------
@@ -370,8 +382,12 @@ def main(quick: bool = False) -> str:
     """Run the memory benchmark and return its Markdown tables."""
     small, large = (100, 300) if quick else (1_000, 10_000)
     sizes = (small, large)
-    slow_batch = {small: 3, large: 2} if quick else {small: 20, large: 5}
-    fast_batch = {small: 50, large: 50} if quick else {small: 1_000, large: 1_000}
+    repeats, fast_repeats = (5, 5) if quick else (REPEATS, FAST_REPEATS)
+    slow_batch = {small: (3, repeats), large: (2, repeats)}
+    if not quick:
+        slow_batch = {small: (20, repeats), large: (5, repeats)}
+    fast = (50, fast_repeats) if quick else (300, fast_repeats)
+    fast_batch = {small: fast, large: fast}
     rows = [
         ("seed", "document's store (truncate + rewrite, fcntl)", slow_batch),
         ("file", "FileStore (temp + fsync + os.replace)", slow_batch),
@@ -388,14 +404,17 @@ def main(quick: bool = False) -> str:
     seed_large = speeds["seed"].saves[large]
     lines = [
         f"| store | saves/s @ {small:,} keys | saves/s @ {large:,} keys | loads/s @ {large:,} keys "
-        f"| saves vs document's @ {large:,} | saves vs bare sqlite3 @ {large:,} |",
+        f"| saves vs document's @ {large:,} | saves vs bare sqlite3 @ {large:,} "
+        f"(median of {fast_repeats} paired batches) |",
         "|---|---:|---:|---:|---:|---:|",
     ]
     for name, label, _ in rows:
         s = speeds[name]
         versus_seed = f"{s.saves[large] / seed_large:,.0f}x"
         bare = {"sqlite-NORMAL": "bare-NORMAL", "sqlite-FULL": "bare-FULL"}.get(name)
-        versus_bare = f"{s.saves[large] / speeds[bare].saves[large]:.2f}x" if bare else ""
+        versus_bare = ""
+        if bare:
+            versus_bare = f"{paired_ratio(s.save_rates, speeds[bare].save_rates):.2f}x"
         lines.append(
             f"| {label} | {_fmt(s.saves[small])} | {_fmt(s.saves[large])} | {_fmt(s.loads)} "
             f"| {versus_seed} | {versus_bare} |"
@@ -426,7 +445,9 @@ def main(quick: bool = False) -> str:
         )
     lines += [
         "",
-        f"Medians of {REPEATS} batches; Python {platform.python_version()}, "
+        f"Rates are medians of {repeats} batches (document's store, FileStore) or "
+        f"{fast_repeats} batches of {fast[0]} calls (SQLite rows); "
+        f"Python {platform.python_version()}, "
         f"SQLite {sqlite3.sqlite_version}, {platform.system()} {platform.machine()}, "
         f"{os.cpu_count()} CPUs.",
     ]
