@@ -25,8 +25,6 @@ How a run is scheduled (and why):
 from __future__ import annotations
 
 import asyncio
-import contextvars
-import functools
 import logging
 import os
 import random
@@ -34,7 +32,6 @@ import re
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal, Self
@@ -50,10 +47,12 @@ from heddle.core.errors import (
 )
 from heddle.messaging.events import Event, EventType
 from heddle.messaging.message_bus import MessageBus
+from heddle.workflows.breakers import CircuitBreakers, LocalCircuitBreakers
 from heddle.workflows.checkpoint import Checkpointer, RunRecord, SQLiteCheckpointer
 from heddle.workflows.context import ExecutionContext, Message, NodeResult, NodeStatus
 from heddle.workflows.graph import INPUT_FIELD, Node, Plan, WorkflowGraph
 from heddle.workflows.resilience import CircuitBreaker, CircuitState, RetryPolicy
+from heddle.workflows.runner import LocalRunner, Runner, RunnerSession
 
 __all__ = ["WorkflowExecutor", "WorkflowResult", "WorkflowStatus", "new_workflow_id"]
 
@@ -169,6 +168,8 @@ class WorkflowExecutor:
         *,
         bus: MessageBus | None = None,
         checkpointer: Checkpointer | str | os.PathLike[str] | None = None,
+        runner: Runner | None = None,
+        circuit_breakers: CircuitBreakers | None = None,
         clock: Callable[[], float] = time.monotonic,
         rng: Callable[[], float] = random.random,
     ) -> None:
@@ -185,12 +186,6 @@ class WorkflowExecutor:
                 f"retry must be a RetryPolicy or None, got {type(retry).__name__}",
                 parameter="retry",
             )
-        # Validate the breaker settings once, here, rather than on first failure.
-        CircuitBreaker(
-            "-",
-            failure_threshold=circuit_breaker_threshold,
-            recovery_timeout=circuit_breaker_timeout,
-        )
         self.max_concurrent = max_concurrent
         self.retry = retry if retry is not None else RetryPolicy()
         self.circuit_breaker_threshold = circuit_breaker_threshold
@@ -212,30 +207,47 @@ class WorkflowExecutor:
                 parameter="checkpointer",
             )
         self.checkpointer: Checkpointer | None = checkpointer
-        self._clock = clock
         self._rng = rng
-        self._breakers: dict[str, CircuitBreaker] = {}
+        if circuit_breakers is None:
+            circuit_breakers = LocalCircuitBreakers(
+                failure_threshold=circuit_breaker_threshold,
+                recovery_timeout=circuit_breaker_timeout,
+                clock=clock,
+            )
+        elif not isinstance(circuit_breakers, CircuitBreakers):
+            raise ConfigurationError(
+                "circuit_breakers must implement heddle.workflows.CircuitBreakers, "
+                f"got {type(circuit_breakers).__name__}",
+                parameter="circuit_breakers",
+            )
+        self.breakers: CircuitBreakers = circuit_breakers
+        if runner is None:
+            runner = LocalRunner()
+        elif not isinstance(runner, Runner):
+            raise ConfigurationError(
+                f"runner must implement heddle.workflows.Runner, got {type(runner).__name__}",
+                parameter="runner",
+            )
+        self.runner: Runner = runner
 
     def __repr__(self) -> str:
         return f"WorkflowExecutor(max_concurrent={self.max_concurrent}, fail_fast={self.fail_fast})"
 
     @property
     def circuit_breakers(self) -> Mapping[str, CircuitBreaker]:
-        """The breakers created so far, by agent name."""
-        return dict(self._breakers)
+        """The in-process breakers created so far, by agent name."""
+        return dict(self._local_breakers())
 
     def circuit_breaker(self, agent_name: str) -> CircuitBreaker:
-        """The breaker of ``agent_name`` (created closed on first use)."""
-        breaker = self._breakers.get(agent_name)
-        if breaker is None:
-            breaker = CircuitBreaker(
-                agent_name,
-                failure_threshold=self.circuit_breaker_threshold,
-                recovery_timeout=self.circuit_breaker_timeout,
-                clock=self._clock,
+        """The in-process breaker of ``agent_name`` (created closed on first use)."""
+        return self._local_breakers().breaker(agent_name)
+
+    def _local_breakers(self) -> LocalCircuitBreakers:
+        if not isinstance(self.breakers, LocalCircuitBreakers):
+            raise TypeError(
+                f"this executor's breakers live in {self.breakers!r}; ask it, not the executor"
             )
-            self._breakers[agent_name] = breaker
-        return breaker
+        return self.breakers
 
     async def execute(
         self, graph: WorkflowGraph, input: Any = None, *, workflow_id: str | None = None
@@ -401,7 +413,8 @@ class _Run:
         self.workers = min(executor.max_concurrent, n)
         self.queue: asyncio.Queue[int] = asyncio.Queue()
         self.timers: set[asyncio.TimerHandle] = set()
-        self.pool: ThreadPoolExecutor | None = None
+        self.session: RunnerSession  # opened by go(), only if something is left to run
+        self.breakers = executor.breakers
         self.fail_fast_node: str | None = None
         self.bus = executor.bus
         self.checkpointer = executor.checkpointer
@@ -432,14 +445,16 @@ class _Run:
     async def _circuit_changed(self, state: CircuitState | None, node: Node) -> None:
         if state is None or not self.observe:
             return
-        breaker = self.executor.circuit_breaker(node.spec.name)
         event_type = {
             CircuitState.OPEN: EventType.CIRCUIT_OPENED,
             CircuitState.HALF_OPEN: EventType.CIRCUIT_HALF_OPEN,
             CircuitState.CLOSED: EventType.CIRCUIT_CLOSED,
         }[state]
         await self.emit(
-            event_type, agent=node.spec.name, node=node.name, failures=breaker.consecutive_failures
+            event_type,
+            agent=node.spec.name,
+            node=node.name,
+            failures=await self.breakers.failures(node.spec.name),
         )
 
     async def go(self) -> None:
@@ -450,6 +465,7 @@ class _Run:
                 self.queue.put_nowait(i)
         if self.remaining == 0:
             return
+        self.session = self.executor.runner.open(self.executor.max_concurrent)
         try:
             try:
                 async with asyncio.TaskGroup() as tg:
@@ -462,8 +478,7 @@ class _Run:
         finally:
             for timer in self.timers:
                 timer.cancel()
-            if self.pool is not None:
-                self.pool.shutdown(wait=False, cancel_futures=True)
+            await self.session.aclose()
 
     async def _replay(self, recorded: Mapping[str, NodeResult]) -> None:
         """Take the recorded successes of an earlier attempt at this run as done."""
@@ -508,9 +523,9 @@ class _Run:
                 logger.warning("node %r: building its task failed: %s", node.name, _error_text(exc))
                 await self._finish(i, None, "failed", f"TaskError: {_error_text(exc)}")
                 return
-        breaker = self.executor.circuit_breaker(node.spec.name)
+        breakers, agent = self.breakers, node.spec.name
         try:
-            changed = breaker.acquire()
+            changed = await breakers.acquire(agent)
         except CircuitBreakerOpen as exc:  # the agent was not called: no attempt counted
             await self._fail(i, node, exc, None)
             return
@@ -523,10 +538,10 @@ class _Run:
         try:
             content = await self._call(node, self.tasks[i], attempt)
         except asyncio.CancelledError:
-            breaker.release()
+            await breakers.release(agent)
             raise
         except Exception as exc:
-            changed = breaker.record_failure()
+            changed = await breakers.record_failure(agent)
             if self.observe:
                 await self._circuit_changed(changed, node)
             policy = node.retry or self.executor.retry
@@ -535,31 +550,21 @@ class _Run:
                 delay = policy.delay(attempt, self.executor._rng)
             await self._fail(i, node, exc, delay)
             return
-        changed = breaker.record_success()
+        changed = await breakers.record_success(agent)
         if self.observe:
             await self._circuit_changed(changed, node)
         await self._finish(i, content, "success", None)
 
     async def _call(self, node: Node, task: Any, attempt: int) -> Any:
         if node.timeout is None:
-            return await self._invoke(node, task)
+            return await self.session.call(node.spec, task)
         try:
             async with asyncio.timeout(node.timeout) as scope:
-                return await self._invoke(node, task)
+                return await self.session.call(node.spec, task)
         except TimeoutError as exc:
             if scope.expired():
                 raise NodeTimeoutError(node.name, node.timeout, attempt) from exc
             raise
-
-    async def _invoke(self, node: Node, task: Any) -> Any:
-        spec = node.spec
-        if spec.is_async:
-            return await await_if_needed(spec.call(task))
-        if self.pool is None:
-            self.pool = ThreadPoolExecutor(self.executor.max_concurrent, "heddle-agent")
-        call = functools.partial(contextvars.copy_context().run, spec.call, task)
-        loop = asyncio.get_running_loop()
-        return await await_if_needed(await loop.run_in_executor(self.pool, call))
 
     async def _task_for(self, i: int, node: Node) -> Any:
         template = node.task
