@@ -12,7 +12,13 @@ retries with backoff and circuit breakers::
 
 from heddle.agents import AgentProtocol
 from heddle.core.container import Container, get_container
-from heddle.core.errors import CircuitBreakerOpen, GraphValidationError, HeddleError
+from heddle.core.errors import (
+    CircuitBreakerOpen,
+    GraphValidationError,
+    HeddleError,
+    InvalidAgentId,
+)
+from heddle.memory.agent_memory import AgentMemory
 from heddle.messaging.events import Event, EventType
 from heddle.messaging.message_bus import MessageBus
 from heddle.workflows.context import ExecutionContext
@@ -23,6 +29,7 @@ from heddle.workflows.resilience import CircuitBreaker, RetryPolicy
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "AgentMemory",
     "AgentProtocol",
     "CircuitBreaker",
     "CircuitBreakerOpen",
@@ -32,6 +39,7 @@ __all__ = [
     "ExecutionContext",
     "GraphValidationError",
     "HeddleError",
+    "InvalidAgentId",
     "MessageBus",
     "RetryPolicy",
     "WorkflowExecutor",

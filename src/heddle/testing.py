@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from heddle.memory.in_memory_store import InMemoryStore
 from heddle.messaging.recording import RecordingBus
 
-__all__ = ["FakeClock", "RecordingBus"]
+__all__ = ["FakeClock", "InMemoryStore", "RecordingBus"]
 
 
 class FakeClock:

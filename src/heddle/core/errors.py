@@ -13,7 +13,11 @@ keeps working for code that does not know heddle::
     ├── CheckpointError                      a durable run could not be recorded or read
     │   └── ResultNotSerializable (TypeError)  a node's result (or the input) is not JSON
     ├── RunNotFoundError (KeyError)          no recorded run has that workflow id
-    └── GraphMismatchError (ValueError)      resume() got a graph unlike the recorded one
+    ├── GraphMismatchError (ValueError)      resume() got a graph unlike the recorded one
+    ├── InvalidAgentId (ValueError)          an agent id fails ^[A-Za-z0-9_-]{1,128}$
+    └── MemoryStoreError                     a memory store could not do what was asked
+        ├── CorruptStoreError                its file is not a readable store (left untouched)
+        └── StoreClosedError (RuntimeError)  the store was used after aclose()
 
 Exceptions carry the context a user needs to act on them (the node, the graph,
 the agent) as attributes, not only inside the message.
@@ -28,13 +32,17 @@ __all__ = [
     "CheckpointError",
     "CircuitBreakerOpen",
     "ConfigurationError",
+    "CorruptStoreError",
     "GraphMismatchError",
     "GraphValidationError",
     "HeddleError",
     "InvalidAgentError",
+    "InvalidAgentId",
+    "MemoryStoreError",
     "NodeTimeoutError",
     "ResultNotSerializable",
     "RunNotFoundError",
+    "StoreClosedError",
 ]
 
 
@@ -148,3 +156,38 @@ class GraphMismatchError(HeddleError, ValueError):
         self.workflow_id = workflow_id
         self.recorded = recorded
         self.given = given
+
+
+class InvalidAgentId(HeddleError, ValueError):
+    """An agent id does not match ``^[A-Za-z0-9_-]{1,128}$`` (or its file would leave the base).
+
+    Raised before any file is touched. ``agent_id`` is the rejected value.
+    """
+
+    def __init__(self, message: str, *, agent_id: object) -> None:
+        super().__init__(message)
+        self.agent_id = agent_id
+
+
+class MemoryStoreError(HeddleError):
+    """A memory store could not complete an operation.
+
+    ``path`` is the file involved (``None`` for stores without one). The
+    underlying error, if any, is the ``__cause__``.
+    """
+
+    def __init__(self, message: str, *, path: Path | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class CorruptStoreError(MemoryStoreError):
+    """The store's file cannot be read as a store.
+
+    heddle never overwrites or truncates such a file: move it aside (or restore
+    it from a backup) and the store works again. ``path`` names the file.
+    """
+
+
+class StoreClosedError(MemoryStoreError, RuntimeError):
+    """A store or an :class:`~heddle.memory.AgentMemory` was used after ``aclose()``."""

@@ -14,13 +14,14 @@ any write to the database), never less. AgentMemory's cache rests on it.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Hashable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import Protocol, Self, runtime_checkable
+
+from heddle.core.paths import heddle_home
 
 __all__ = [
     "DEFAULT_FILE_NAME",
@@ -43,9 +44,7 @@ def default_store_path() -> Path:
     set (and not empty), else ``./.heddle/memory.db`` under the current
     directory. Read when called; nothing is created.
     """
-    home = os.environ.get("HEDDLE_HOME")
-    base = Path(home).expanduser() if home else Path.cwd() / ".heddle"
-    return base.absolute() / DEFAULT_FILE_NAME
+    return heddle_home() / DEFAULT_FILE_NAME
 
 
 def utc_from_micros(micros: int) -> datetime:
