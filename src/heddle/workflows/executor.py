@@ -407,7 +407,8 @@ class _Run:
         self.waiting_on = [len(p) for p in plan.predecessors]
         self.status: list[NodeStatus | None] = [None] * n
         self.attempts = [0] * n
-        self.tasks: list[Any] = [None] * n
+        self.tasks: list[Any] = [None] * n  # kept for retries, dropped when the node ends
+        self.contents: list[Any] = [None] * n  # of succeeded nodes, for their dependents
         self.started = [0.0] * n
         self.remaining = n
         self.workers = min(executor.max_concurrent, n)
@@ -490,6 +491,7 @@ class _Run:
                 continue
             result = NodeResult(**{**result, "resumed": True})
             self.status[i] = "success"
+            self.contents[i] = result["content"]
             self.attempts[i] = result["attempts"]
             self.remaining -= 1
             await context.set_result(name, result)
@@ -569,16 +571,15 @@ class _Run:
     async def _task_for(self, i: int, node: Node) -> Any:
         template = node.task
         preds = self.plan.predecessors[i]
-        results = self.context.results
-        names = self.plan.names
+        contents, names = self.contents, self.plan.names
         if template is None:
             if not preds:
                 return self.context.input
             if len(preds) == 1:
-                return results[names[preds[0]]]["content"]
-            return {names[p]: results[names[p]]["content"] for p in preds}
+                return contents[preds[0]]
+            return {names[p]: contents[p] for p in preds}
         if isinstance(template, str):
-            fields = {names[p]: results[names[p]]["content"] for p in preds}
+            fields = {names[p]: contents[p] for p in preds}
             fields[INPUT_FIELD] = self.context.input
             return template.format_map(fields)
         if callable(template):
@@ -638,6 +639,8 @@ class _Run:
         if self.checkpointer is not None:
             result = await self._checkpoint(i, result)
             status, content, error = result["status"], result["content"], result["error"]
+        self.tasks[i] = None
+        self.contents[i] = content
         context = self.context
         await context.set_result(name, result)
         await context.add_message(
