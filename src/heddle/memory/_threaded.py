@@ -1,92 +1,63 @@
-"""A store whose blocking work runs on one dedicated thread, never on the event loop."""
+"""A memory store whose blocking work runs on one dedicated thread, never on the event loop."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
-from types import TracebackType
-from typing import Self, TypeVar
+from collections.abc import Hashable
 
-from heddle.memory.errors import StoreClosedError
+from heddle.core._threaded import ThreadConfined
+from heddle.core.errors import StoreClosedError
+from heddle.memory._validation import check_key, validate_agent_id
+from heddle.memory.store import Lookup
 
 __all__ = ["ThreadedStore"]
 
-T = TypeVar("T")
 
+class ThreadedStore(ThreadConfined):
+    """The MemoryStore protocol over four blocking methods run on the store's thread.
 
-class ThreadedStore:
-    """Runs every blocking call of a store on its own single worker thread.
-
-    One thread per store keeps each store's resources (an SQLite connection,
-    open files) confined to one thread and its operations in submission
-    order; the event loop only awaits futures. The thread starts on first
-    use, so building a store touches nothing. Works from any event loop.
-
-    A cancelled call may still complete in the thread (a save may be
-    committed although its caller was cancelled); it is never half done.
+    Subclasses implement ``_get_sync``, ``_put_sync``, ``_delete_sync`` and
+    ``_keys_sync``; arguments are validated here, on the caller's side, before
+    anything is touched.
     """
 
     _thread_name = "heddle-store"
 
-    def __init__(self, path: Path) -> None:
-        self._path = path
-        self._executor: ThreadPoolExecutor | None = None
-        self._closed = False
+    def _closed_error(self) -> Exception:
+        return StoreClosedError(f"{self!r} is closed", path=self._path)
 
-    @property
-    def path(self) -> Path:
-        """The file or directory this store keeps its data in."""
-        return self._path
+    def _get_sync(self, agent_id: str, key: str, known: Hashable) -> Lookup:
+        raise NotImplementedError
 
-    @property
-    def closed(self) -> bool:
-        """True once ``aclose()`` was called."""
-        return self._closed
+    def _put_sync(self, agent_id: str, key: str, value: str, metadata: str | None) -> Lookup:
+        raise NotImplementedError
 
-    async def _call(self, fn: Callable[..., T], *args: object) -> T:
-        if self._closed:
-            raise StoreClosedError(f"{self!r} is closed", path=self._path)
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(1, thread_name_prefix=self._thread_name)
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+    def _delete_sync(self, agent_id: str, key: str) -> bool:
+        raise NotImplementedError
 
-    def _open_sync(self) -> None:
-        """Acquire thread-confined resources eagerly; runs on the store's thread."""
+    def _keys_sync(self, agent_id: str, prefix: str | None) -> list[str]:
+        raise NotImplementedError
 
-    def _close_sync(self) -> None:
-        """Release thread-confined resources; runs on the store's thread."""
+    async def get(self, agent_id: str, key: str, *, known_version: Hashable = None) -> Lookup:
+        """The entry of ``key`` (``entry=None`` if absent) and the version it was read at."""
+        validate_agent_id(agent_id)
+        check_key(key)
+        return await self._call(self._get_sync, agent_id, key, known_version)
 
-    async def aclose(self) -> None:
-        """Finish the calls already submitted, release resources, stop the thread.
+    async def put(self, agent_id: str, key: str, value: str, metadata: str | None) -> Lookup:
+        """Store JSON texts under ``key``; durable (as the store defines it) when this returns."""
+        validate_agent_id(agent_id)
+        check_key(key)
+        return await self._call(self._put_sync, agent_id, key, value, metadata)
 
-        Idempotent; later calls raise :class:`StoreClosedError`.
-        """
-        if self._closed:
-            return
-        self._closed = True
-        executor, self._executor = self._executor, None
-        if executor is None:
-            return
-        try:
-            # FIFO: runs after every call submitted before aclose().
-            await asyncio.get_running_loop().run_in_executor(executor, self._close_sync)
-        finally:
-            executor.shutdown(wait=False)
+    async def delete(self, agent_id: str, key: str) -> bool:
+        """Remove ``key``; True if it existed."""
+        validate_agent_id(agent_id)
+        check_key(key)
+        return await self._call(self._delete_sync, agent_id, key)
 
-    async def __aenter__(self) -> Self:
-        await self._call(self._open_sync)
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    def __repr__(self) -> str:
-        state = " closed" if self._closed else ""
-        return f"<{type(self).__name__} {str(self._path)!r}{state}>"
+    async def keys(self, agent_id: str, prefix: str | None = None) -> list[str]:
+        """The agent's keys (those starting with ``prefix``), sorted by code point."""
+        validate_agent_id(agent_id)
+        if prefix is not None:
+            check_key(prefix)
+        return await self._call(self._keys_sync, agent_id, prefix)

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from heddle.memory._threaded import ThreadedStore
-from heddle.memory._validation import check_key, path_inside, validate_agent_id
+from heddle.memory._validation import path_inside, validate_agent_id
 from heddle.memory.errors import CorruptStoreError, MemoryStoreError
 from heddle.memory.store import Lookup, StoredEntry
 
@@ -233,30 +233,3 @@ class FileStore(ThreadedStore):
         if prefix:
             return sorted(k for k in keys if k.startswith(prefix))
         return sorted(keys)
-
-    # -- the MemoryStore protocol ----------------------------------------------
-
-    async def get(self, agent_id: str, key: str, *, known_version: Hashable = None) -> Lookup:
-        """The entry of ``key`` (``entry=None`` if absent) and the version it was read at."""
-        validate_agent_id(agent_id)
-        check_key(key)
-        return await self._call(self._get_sync, agent_id, key, known_version)
-
-    async def put(self, agent_id: str, key: str, value: str, metadata: str | None) -> Lookup:
-        """Rewrite the agent's file with ``key`` set; durable on disk when this returns."""
-        validate_agent_id(agent_id)
-        check_key(key)
-        return await self._call(self._put_sync, agent_id, key, value, metadata)
-
-    async def delete(self, agent_id: str, key: str) -> bool:
-        """Remove ``key`` (rewriting the file); True if it existed."""
-        validate_agent_id(agent_id)
-        check_key(key)
-        return await self._call(self._delete_sync, agent_id, key)
-
-    async def keys(self, agent_id: str, prefix: str | None = None) -> list[str]:
-        """The agent's keys (those starting with ``prefix``), sorted by code point."""
-        validate_agent_id(agent_id)
-        if prefix is not None:
-            check_key(prefix)
-        return await self._call(self._keys_sync, agent_id, prefix)

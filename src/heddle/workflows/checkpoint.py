@@ -29,15 +29,13 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import Future as ThreadFuture
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Literal, Protocol, Self, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
+from heddle.core._threaded import ThreadConfined
 from heddle.core.errors import CheckpointError, ConfigurationError, ResultNotSerializable
 from heddle.core.paths import heddle_home
 from heddle.workflows.context import NodeResult
@@ -155,7 +153,7 @@ def _from_iso(text: str | None) -> datetime | None:
 _Write = tuple[str, tuple[Any, ...], "asyncio.Future[None] | None", asyncio.AbstractEventLoop]
 
 
-class SQLiteCheckpointer:
+class SQLiteCheckpointer(ThreadConfined):
     """Runs, node results and events in one SQLite file (WAL, ``synchronous=NORMAL``).
 
     ``synchronous=NORMAL`` in WAL mode makes every commit survive a crash of
@@ -190,46 +188,25 @@ class SQLiteCheckpointer:
                 f"max_events_per_run must be an int >= 0, got {max_events_per_run!r}",
                 parameter="max_events_per_run",
             )
-        self.path = (
+        super().__init__(
             Path(path).expanduser().absolute() if path is not None else default_database_path()
         )
         self.synchronous = synchronous
         self.max_events_per_run = max_events_per_run
         self._timeout = float(timeout)
-        self._thread: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
         self._lock = threading.Lock()
         self._pending: list[_Write] = []
         self._writing = False
         self._event_seq: dict[str, int] = {}
         self._node_seq = 0
-        self._closed = False
 
-    def __repr__(self) -> str:
-        return f"SQLiteCheckpointer({str(self.path)!r})"
+    _thread_name = "heddle-checkpoint"
 
-    async def __aenter__(self) -> Self:
-        return self
+    def _closed_error(self) -> Exception:
+        return CheckpointError(f"{self!r} is closed", path=self.path)
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    # -- the thread ---------------------------------------------------------------
-
-    def _submit(self, fn: Callable[..., Any], *args: Any) -> ThreadFuture[Any]:
-        if self._closed:
-            raise CheckpointError(f"{self!r} is closed", path=self.path)
-        if self._thread is None:
-            self._thread = ThreadPoolExecutor(1, thread_name_prefix="heddle-checkpoint")
-        return self._thread.submit(fn, *args)
-
-    async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
-        return await asyncio.wrap_future(self._submit(fn, *args))
+    # -- on the checkpointer's thread ---------------------------------------------
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -295,7 +272,7 @@ class SQLiteCheckpointer:
         self, sql: str, params: tuple[Any, ...], wait: bool
     ) -> asyncio.Future[None] | None:
         if self._closed:
-            raise CheckpointError(f"{self!r} is closed", path=self.path)
+            raise self._closed_error()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] | None = loop.create_future() if wait else None
         with self._lock:
@@ -454,25 +431,10 @@ class SQLiteCheckpointer:
         )
         return [json.loads(text) for (text,) in rows]
 
-    async def aclose(self) -> None:
-        """Wait for queued writes, close the database and stop the thread. Idempotent."""
-        if self._closed:
-            return
-        self._closed = True
-        thread, self._thread = self._thread, None
-        if thread is None:
-            return
-
-        def close() -> None:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
-
-        try:
-            # FIFO on the one thread: runs after every queued write has committed.
-            await asyncio.wrap_future(thread.submit(close))
-        finally:
-            thread.shutdown(wait=False)
+    def _close_sync(self) -> None:
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            conn.close()
 
 
 def _settle(futures: Sequence[asyncio.Future[None]], error: BaseException | None) -> None:
