@@ -10,30 +10,13 @@ turn), which only takes async callbacks and has no isolation.
 from __future__ import annotations
 
 import asyncio
-import gc
-import statistics
 import time
 from collections import defaultdict, deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from bench._util import median_of, table
 from heddle.messaging import Event, MessageBus
-
-REPEATS = 5
-
-
-def _median(run: Callable[[], float], repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        gc.collect()
-        times.append(run())
-    return statistics.median(times)
-
-
-def _table(headers: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 class _V2Bus:
@@ -108,7 +91,7 @@ def publish_table(n: int, repeats: int) -> str:
         def run() -> float:
             return _publish_seconds(make_bus, events, drain=drain, interleave=interleave)
 
-        return _median(run, repeats) / n * 1e6
+        return median_of(run, repeats) / n * 1e6
 
     def build_events() -> float:
         start = time.perf_counter()
@@ -149,7 +132,7 @@ def publish_table(n: int, repeats: int) -> str:
     rows = [
         [
             "Event(...) construction (uuid4 + UTC now)",
-            f"{_median(build_events, repeats) / n * 1e6:.3g}",
+            f"{median_of(build_events, repeats) / n * 1e6:.3g}",
             "",
             "",
         ]
@@ -159,7 +142,7 @@ def publish_table(n: int, repeats: int) -> str:
         for label, heddle_us, v2_us in cases
     ]
     headers = ["case", "heddle µs/event", "V2 design µs/event", "heddle / V2"]
-    return _table(headers, rows) + (
+    return table(headers, rows) + (
         f"\n\n{n:,} events per run, median of {repeats} runs. The V2 loop awaits each callback"
         " inside publish(): no isolation, no timeout, and a slow subscriber stalls the publisher."
     )
@@ -192,7 +175,7 @@ def history_table(appends: int, repeats: int) -> str:
     for size in (10, 100_000):
 
         def appends_ns(kind: str, size: int = size) -> float:
-            return _median(lambda: _append_seconds(size, appends, kind), repeats) / appends * 1e9
+            return median_of(lambda: _append_seconds(size, appends, kind), repeats) / appends * 1e9
 
         deque_ns, list_ns = appends_ns("deque"), appends_ns("list")
 
@@ -202,7 +185,7 @@ def history_table(appends: int, repeats: int) -> str:
             return bus
 
         publish_us = (
-            _median(lambda: _publish_seconds(make_full_bus, events, drain=False), repeats)
+            median_of(lambda: _publish_seconds(make_full_bus, events, drain=False), repeats)
             / appends
             * 1e6
         )
@@ -222,14 +205,14 @@ def history_table(appends: int, repeats: int) -> str:
         "list / deque",
         "MessageBus.publish µs (0 subscribers)",
     ]
-    return _table(headers, rows) + f"\n\n{appends:,} appends per run, median of {repeats} runs."
+    return table(headers, rows) + f"\n\n{appends:,} appends per run, median of {repeats} runs."
 
 
 def main(quick: bool = False) -> str:
     """Run the bus benchmarks and return them as Markdown."""
     n = 2_000 if quick else 50_000
     appends = 1_000 if quick else 20_000
-    repeats = REPEATS if quick else 7
+    repeats = 1 if quick else 7
     return (
         "### Publish throughput\n\n"
         + publish_table(n, repeats)
