@@ -58,6 +58,33 @@ def median_async(make: Callable[[], Awaitable[object]], repeats: int = 5, warmup
     return median_of(lambda: asyncio.run(timed()), repeats, warmup)
 
 
+def medians_interleaved(
+    makes: Sequence[Callable[[], Awaitable[object]]], repeats: int = 5
+) -> list[float]:
+    """Like :func:`median_async` for several workloads, taking turns run by run.
+
+    On a shared machine a noisy minute then slows every workload alike, so
+    their ratio (a growth factor, say) holds better than with back-to-back medians.
+    """
+
+    def timer(make: Callable[[], Awaitable[object]]) -> Callable[[], float]:
+        async def timed() -> float:
+            start = time.perf_counter()
+            await make()
+            return time.perf_counter() - start
+
+        return lambda: asyncio.run(timed())
+
+    runs = [timer(make) for make in makes]
+    times: list[list[float]] = [[] for _ in makes]
+    for _ in range(repeats):
+        for run, seen in zip(runs, times, strict=True):
+            if repeats > 1:
+                gc.collect()
+            seen.append(run())
+    return [statistics.median(seen) for seen in times]
+
+
 def median_timed(
     make: Callable[[], Coroutine[Any, Any, float]], repeats: int = 5, warmup: int = 0
 ) -> float:

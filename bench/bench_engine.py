@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import _langgraph as lg
-from bench._util import NOT_INSTALLED, median_async, table
+from bench._util import NOT_INSTALLED, median_async, medians_interleaved, table
 from heddle import RetryPolicy, WorkflowExecutor, WorkflowGraph
 
 NO_RETRY = RetryPolicy(max_attempts=1)
@@ -29,6 +29,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 async def noop(task: Any) -> Any:
     return task
+
+
+async def returns_none(task: Any) -> None:
+    return None
 
 
 def fan_out(n: int, agent: Any = noop) -> WorkflowGraph:
@@ -50,13 +54,17 @@ def chain(
 
 
 def random_dag(
-    n: int, edges_per_node: int = 3, seed: int = 7, window: int | None = None
+    n: int,
+    edges_per_node: int = 3,
+    seed: int = 7,
+    window: int | None = None,
+    agent: Any = noop,
 ) -> WorkflowGraph:
     """Node i depends on ``edges_per_node`` random earlier nodes (among the last ``window``)."""
     rnd = random.Random(seed)
     g = WorkflowGraph(f"dag-{n}")
     for i in range(n):
-        g.add_node(f"n{i}", noop)
+        g.add_node(f"n{i}", agent)
         low = 0 if window is None else max(0, i - window)
         for j in sorted(rnd.sample(range(low, i), min(i - low, edges_per_node))):
             g.add_edge(f"n{j}", f"n{i}")
@@ -77,7 +85,7 @@ async def sequential_awaits(n: int) -> None:
         await noop(i)
 
 
-async def dag_floor(graph: WorkflowGraph) -> None:
+async def dag_floor(graph: WorkflowGraph, agent: Any = noop) -> None:
     """Plain asyncio on a DAG: one task per node, awaiting its predecessors' tasks.
 
     Each node's input is built as heddle builds it (the one predecessor's
@@ -90,10 +98,10 @@ async def dag_floor(graph: WorkflowGraph) -> None:
     async def node(i: int) -> Any:
         ps = preds[i]
         if not ps:
-            return await noop(None)
+            return await agent(None)
         if len(ps) == 1:
-            return await noop(await tasks[ps[0]])
-        return await noop({names[p]: await tasks[p] for p in ps})
+            return await agent(await tasks[ps[0]])
+        return await agent({names[p]: await tasks[p] for p in ps})
 
     for i in plan.order:
         tasks[i] = asyncio.create_task(node(i))
@@ -169,12 +177,13 @@ def scheduling(quick: bool, repeats: int) -> tuple[str, dict[str, float | str]]:
         ours = median_async(heddle_run(graph), repeats)
         ours_wide = median_async(heddle_run(graph, max_concurrent=n), repeats)
         skipped = f"not run (> {lg_max:,})" if lg.VERSION else NOT_INSTALLED
+        static_skipped = f"not run (> {static_max:,})" if lg.VERSION else NOT_INSTALLED
         theirs = _lg_median(lg.fan_out(n, 10), repeats) if n <= lg_max else None
         theirs_wide = _lg_median(lg.fan_out(n, None), repeats) if n <= lg_max else None
         static = _lg_median(lg.fan_out_static(n, 10), repeats) if n <= static_max else None
         lg_us = _us(theirs, n) if n <= lg_max else skipped
         lg_wide_us = _us(theirs_wide, n) if n <= lg_max else skipped
-        static_us = _us(static, n) if n <= static_max else skipped
+        static_us = _us(static, n) if n <= static_max else static_skipped
         ours_us, floor_us = ours / n * 1e6, floor / n * 1e6
         rows.append(
             [
@@ -289,21 +298,31 @@ def growth(quick: bool, repeats: int) -> tuple[str, dict[str, float | str]]:
             lambda n: random_dag(n, window=100),
             lambda g, n: dag_floor(g),
         ),
+        (
+            "random DAG, 3 edges/node, agents return None",
+            lambda n: random_dag(n, agent=returns_none),
+            lambda g, n: dag_floor(g, returns_none),
+        ),
     ]
     for label, make, floor in cases:
-        times = []
-        for n in (small, big):
-            g = make(n)
-            ours = median_async(heddle_run(g), repeats)
-            base = median_async(lambda g=g, n=n, floor=floor: floor(g, n), repeats)
-            times.append((ours, base))
-        (ts, fs), (tb, fb) = times
+        gs, gb = make(small), make(big)
+        ts, tb, fs, fb = medians_interleaved(
+            [
+                heddle_run(gs),
+                heddle_run(gb),
+                lambda g=gs, floor=floor: floor(g, small),
+                lambda g=gb, floor=floor: floor(g, big),
+            ],
+            repeats,
+        )
         rows.append([label, ts, tb, tb / ts, fs, fb, fb / fs])
         seen[label] = tb / ts
     text = (
         f"Growth, {small:,} -> {big:,} nodes, seconds (linear is a ratio of {big // small}; "
         "asyncio: gather for the fan-out, one task per node awaiting its predecessors' "
-        "tasks for the DAGs):\n\n"
+        "tasks for the DAGs). No-op agents return their task, so a DAG's outputs nest "
+        "(each join's dict holds its inputs) and all stay alive; in the last row they "
+        "return None:\n\n"
         + table(
             [
                 "graph",
