@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python examples/demo.py
+	$(BIN)/heddle demo
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench examples

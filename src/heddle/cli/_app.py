@@ -1,0 +1,598 @@
+"""The ``heddle`` command: run, list, show, resume and draw workflows; the bundled demo."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import shlex
+import signal
+import sys
+from collections.abc import Coroutine, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console
+from rich.text import Text
+
+from heddle import __version__
+from heddle.cli._errors import EXIT_INTERRUPTED, CLIError, report, usage_error
+from heddle.cli._loader import GraphSource, load_graph
+from heddle.cli._progress import RunProgress
+from heddle.cli._render import (
+    STATUS_STYLES,
+    format_duration,
+    format_time,
+    make_console,
+    node_table,
+    preview,
+    runs_table,
+)
+from heddle.core.errors import GraphMismatchError, RunNotFoundError
+from heddle.messaging.message_bus import MessageBus
+from heddle.workflows.checkpoint import RunRecord, SQLiteCheckpointer, default_database_path
+from heddle.workflows.executor import WorkflowExecutor, WorkflowResult, new_workflow_id
+from heddle.workflows.graph import WorkflowGraph
+
+__all__ = ["cli", "main"]
+
+_T = TypeVar("_T")
+
+#: A run's result table lists every node up to this many; beyond, only those that did not succeed.
+MAX_TABLE_ROWS = 50
+
+
+@dataclass(slots=True)
+class _State:
+    debug: bool = False
+
+
+class _HeddleGroup(click.Group):
+    """A click group whose errors are one line on stderr (see ``heddle.cli._errors``)."""
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        state = _State()
+        try:
+            code = super().main(
+                args, prog_name or "heddle", complete_var, standalone_mode=False, obj=state, **extra
+            )
+            code = code if isinstance(code, int) else 0
+        except click.exceptions.NoArgsIsHelpError as exc:
+            click.echo(exc.ctx.get_help() if exc.ctx else "")
+            code = 0
+        except click.Abort:
+            sys.stderr.write("heddle: interrupted\n")
+            code = EXIT_INTERRUPTED
+        except Exception as exc:
+            code = report(exc, debug=state.debug, stream=sys.stderr)
+        if standalone_mode:
+            sys.exit(code)
+        return code
+
+
+def _set_debug(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if value:
+        ctx.ensure_object(_State).debug = True
+
+
+@contextlib.contextmanager
+def _heddle_logging(debug: bool) -> Iterator[None]:
+    """Executor log records to stderr with --debug, else nowhere (the display shows them)."""
+    logger = logging.getLogger("heddle")
+    handler: logging.Handler
+    if debug:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    else:
+        handler = logging.NullHandler()
+    level = logger.level
+    logger.addHandler(handler)
+    if debug:
+        logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+def _debug(ctx: click.Context) -> bool:
+    state = ctx.find_object(_State)
+    return state is not None and state.debug
+
+
+def _db_path(db: Path | None) -> Path:
+    return db.expanduser().absolute() if db is not None else default_database_path()
+
+
+def _db_args(db: Path | None) -> str:
+    return f" --db {shlex.quote(str(db))}" if db is not None else ""
+
+
+DB_OPTION = click.option(
+    "--db",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    metavar="PATH",
+    help="SQLite file of durable runs [default: $HEDDLE_HOME/heddle.db, else ./.heddle/heddle.db].",
+)
+
+
+@click.group("heddle", cls=_HeddleGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--debug",
+    is_flag=True,
+    is_eager=True,
+    expose_value=False,
+    callback=_set_debug,
+    help="Show tracebacks and the executor's log.",
+)
+@click.version_option(__version__, prog_name="heddle")
+def cli() -> None:
+    """Run multi-agent workflows durably, and inspect and resume their runs.
+
+    FILE.py[:VAR] names a Python file and the variable holding a WorkflowGraph
+    (or a function returning one); VAR may be left out when the file holds
+    exactly one graph. Exit codes: 0 ok, 1 the run or the work failed,
+    2 bad command line or unknown file, variable or run, 130 interrupted.
+    """
+
+
+# -- running ------------------------------------------------------------------------------
+
+
+async def _follow(
+    console: Console,
+    graph: WorkflowGraph,
+    *,
+    db: Path | None,
+    max_concurrent: int,
+    workflow_id: str,
+    input: Any = None,
+    resume: bool = False,
+    force: bool = False,
+) -> tuple[WorkflowResult, RunProgress]:
+    """Execute (or resume) ``graph`` durably while a RunProgress shows its events."""
+    path = _db_path(db)
+    async with SQLiteCheckpointer(path) as checkpointer, MessageBus(max_history=0) as bus:
+        record = await checkpointer.get_run(workflow_id)
+        done: list[str] = []
+        if resume:
+            if record is None:
+                raise RunNotFoundError(workflow_id, str(path))
+            fingerprint = graph.fingerprint()
+            if fingerprint != record.fingerprint and not force:
+                raise GraphMismatchError(workflow_id, record.fingerprint, fingerprint)
+            recorded = await checkpointer.node_results(workflow_id)
+            done = [n for n, r in recorded.items() if r.get("status") == "success" and n in graph]
+            _resume_header(console, record, graph, len(done))
+        elif record is not None:
+            raise usage_error(
+                f"workflow id {workflow_id!r} is taken in {path} (status {record.status}); "
+                f"resume it with 'heddle resume {workflow_id} FILE' or choose another id"
+            )
+        executor = WorkflowExecutor(max_concurrent, bus=bus, checkpointer=checkpointer)
+        # Printed once the run is recorded, so a refused workflow id prints only the error.
+        header = None
+        if not resume:
+            header = (
+                f"Running graph {graph.name!r} ({len(graph)} nodes) as {workflow_id}; "
+                f"checkpoints in {path}"
+            )
+        progress = RunProgress(
+            console, graph.name, workflow_id, list(graph), done=done, header=header
+        )
+        bus.subscribe("*", progress.on_event)
+        async with progress:
+            if resume:
+                result = await executor.resume(workflow_id, graph, force=force)
+            else:
+                result = await executor.execute(graph, input, workflow_id=workflow_id)
+        return result, progress
+
+
+class _Interrupted(Exception):
+    """The run was cancelled by Ctrl-C (SIGINT) and has recorded itself as cancelled."""
+
+
+async def _interruptible(coro: Coroutine[Any, Any, _T]) -> _T:
+    """Await ``coro``; the first Ctrl-C cancels it cleanly, a second one aborts at once.
+
+    asyncio.run() reacts to SIGINT with a plain ``signal.signal`` handler, which
+    runs only when the main thread wakes up: if the kernel hands the signal to
+    another thread (the checkpointer's, an agent's) while the loop sleeps until
+    a distant timer, Ctrl-C would wait for that timer. ``add_signal_handler``
+    wakes the loop through its self-pipe, whichever thread took the signal.
+    """
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    interrupts = 0
+
+    def on_sigint() -> None:
+        nonlocal interrupts
+        interrupts += 1
+        if interrupts > 1:
+            raise KeyboardInterrupt  # out of the loop: give up on a clean stop
+        task.cancel()
+
+    try:
+        loop.add_signal_handler(signal.SIGINT, on_sigint)
+        installed = True
+    except (NotImplementedError, RuntimeError, ValueError):  # Windows, or not the main thread
+        installed = False
+    try:
+        return await coro
+    except asyncio.CancelledError:
+        if interrupts:
+            raise _Interrupted from None
+        raise
+    finally:
+        if installed:
+            loop.remove_signal_handler(signal.SIGINT)
+
+
+def _resume_header(console: Console, record: RunRecord, graph: WorkflowGraph, done: int) -> None:
+    todo = len(graph) - done
+    if record.status == "succeeded":
+        what = "it succeeded; nothing to run"
+    else:
+        what = f"{done} of {len(graph)} nodes recorded done, {todo} to run"
+    console.print(
+        Text(
+            f"Resuming {record.workflow_id} (graph {record.graph_name!r}, {record.status}): {what}"
+        ),
+        soft_wrap=True,
+    )
+    if record.status == "running":
+        console.print(
+            Text(
+                "note: this run is marked running: its process died, or it is still running "
+                "elsewhere (then both would run the same nodes)",
+                style="yellow",
+            ),
+            soft_wrap=True,
+        )
+
+
+def _report_result(
+    console: Console,
+    result: WorkflowResult,
+    progress: RunProgress,
+    *,
+    source: str,
+    db: Path | None,
+) -> None:
+    names = list(result.results)
+    if len(names) > MAX_TABLE_ROWS:
+        names = [n for n in names if result.results[n]["status"] != "success"][:MAX_TABLE_ROWS]
+    console.print()
+    console.print(node_table(names, result.results))
+    hidden = len(result.results) - len(names)
+    if hidden:
+        console.print(
+            Text(f"({hidden} more nodes not listed: heddle show {result.workflow_id})", style="dim")
+        )
+    counts = {"success": 0, "failed": 0, "skipped": 0}
+    for node in result.results.values():
+        counts[node["status"]] += 1
+    parts = [f"{counts['success']} done"]
+    parts += [f"{counts[s]} {s}" for s in ("failed", "skipped") if counts[s]]
+    if progress.retries:
+        parts.append(f"{progress.retries} retr{'y' if progress.retries == 1 else 'ies'}")
+    line = Text()
+    line.append(f"workflow {result.workflow_id} ")
+    line.append(result.status, style=STATUS_STYLES[result.status])
+    line.append(f" in {format_duration(result.duration)}: {', '.join(parts)}")
+    console.print(line, soft_wrap=True)
+    wid, db_args = result.workflow_id, _db_args(db)
+    if not result.ok:
+        console.print(
+            Text(f"  resume it:   heddle resume {wid} {shlex.quote(source)}{db_args}"),
+            soft_wrap=True,
+        )
+    console.print(Text(f"  inspect it:  heddle show {wid}{db_args}"), soft_wrap=True)
+
+
+def _run_and_report(
+    ctx: click.Context,
+    graph: WorkflowGraph,
+    source: str,
+    *,
+    db: Path | None,
+    max_concurrent: int,
+    workflow_id: str,
+    input: Any = None,
+    resume: bool = False,
+    force: bool = False,
+) -> WorkflowResult:
+    if resume:
+        _require_database(_db_path(db), workflow_id)
+    console = make_console()
+    try:
+        with _heddle_logging(_debug(ctx)):
+            result, progress = asyncio.run(
+                _interruptible(
+                    _follow(
+                        console,
+                        graph,
+                        db=db,
+                        max_concurrent=max_concurrent,
+                        workflow_id=workflow_id,
+                        input=input,
+                        resume=resume,
+                        force=force,
+                    )
+                )
+            )
+    except (KeyboardInterrupt, _Interrupted):
+        raise CLIError(
+            f"interrupted; workflow {workflow_id} is recorded as cancelled; resume it with: "
+            f"heddle resume {workflow_id} {shlex.quote(source)}{_db_args(db)}",
+            exit_code=EXIT_INTERRUPTED,
+        ) from None
+    _report_result(console, result, progress, source=source, db=db)
+    return result
+
+
+MAX_CONCURRENT_OPTION = click.option(
+    "--max-concurrent",
+    type=click.IntRange(min=1),
+    default=10,
+    show_default=True,
+    help="Most agent calls in flight at once.",
+)
+
+
+@cli.command()
+@click.argument("file", metavar="FILE.py[:VAR]")
+@click.option("--input", "input_text", metavar="TEXT", help="The workflow input (a string).")
+@MAX_CONCURRENT_OPTION
+@DB_OPTION
+@click.option("--workflow-id", metavar="ID", help="Id of the new run [default: a fresh one].")
+@click.pass_context
+def run(
+    ctx: click.Context,
+    file: str,
+    input_text: str | None,
+    max_concurrent: int,
+    db: Path | None,
+    workflow_id: str | None,
+) -> None:
+    """Run a workflow file durably, with live progress.
+
+    Exits 1 if the run fails; `heddle resume` finishes it later.
+    """
+    graph, source = load_graph(file)
+    result = _run_and_report(
+        ctx,
+        graph,
+        _source_text(source),
+        db=db,
+        max_concurrent=max_concurrent,
+        workflow_id=workflow_id or new_workflow_id(),
+        input=input_text,
+    )
+    if not result.ok:
+        ctx.exit(1)
+
+
+def _source_text(source: GraphSource) -> str:
+    """How to name the graph again in a ``heddle resume`` hint: FILE.py:VAR."""
+    return f"{source.path}:{source.var}" if source.var else str(source.path)
+
+
+@cli.command()
+@click.argument("run_id", metavar="RUN_ID")
+@click.argument("file", metavar="FILE.py[:VAR]")
+@MAX_CONCURRENT_OPTION
+@DB_OPTION
+@click.option("--force", is_flag=True, help="Resume even if the graph's structure changed.")
+@click.pass_context
+def resume(
+    ctx: click.Context, run_id: str, file: str, max_concurrent: int, db: Path | None, force: bool
+) -> None:
+    """Finish a failed or interrupted run.
+
+    Only the nodes of run RUN_ID that did not succeed run again; the graph in
+    FILE.py must have the recorded structure unless --force is given.
+    """
+    graph, source = load_graph(file)
+    result = _run_and_report(
+        ctx,
+        graph,
+        _source_text(source),
+        db=db,
+        max_concurrent=max_concurrent,
+        workflow_id=run_id,
+        resume=True,
+        force=force,
+    )
+    if not result.ok:
+        ctx.exit(1)
+
+
+# -- inspecting ---------------------------------------------------------------------------
+
+
+def _run_json(record: RunRecord, path: Path) -> dict[str, Any]:
+    return {
+        "workflow_id": record.workflow_id,
+        "graph": record.graph_name,
+        "status": record.status,
+        "fingerprint": record.fingerprint,
+        "input": record.input,
+        "nodes": list(record.nodes),
+        "started_at": record.started_at.isoformat(),
+        "finished_at": record.finished_at.isoformat() if record.finished_at else None,
+        "duration": record.duration,
+        "database": str(path),
+    }
+
+
+def _require_database(path: Path, run_id: str) -> None:
+    """Reading a run must not create an empty database as a side effect."""
+    if not path.exists():
+        raise RunNotFoundError(run_id, f"{path} (no such database)")
+
+
+async def _read_runs(path: Path, limit: int) -> tuple[list[RunRecord], dict[str, int]]:
+    async with SQLiteCheckpointer(path) as checkpointer:
+        records = await checkpointer.list_runs(limit)
+        done = {}
+        for record in records:
+            results = await checkpointer.node_results(record.workflow_id)
+            done[record.workflow_id] = sum(r["status"] == "success" for r in results.values())
+    return records, done
+
+
+@cli.command()
+@DB_OPTION
+@click.option(
+    "--limit", type=click.IntRange(min=1), default=20, show_default=True, help="Most runs listed."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the runs as JSON.")
+def runs(db: Path | None, limit: int, as_json: bool) -> None:
+    """List recent runs, newest first."""
+    path = _db_path(db)
+    records, done = asyncio.run(_read_runs(path, limit)) if path.exists() else ([], {})
+    if as_json:
+        rows = [{**_run_json(r, path), "nodes_done": done[r.workflow_id]} for r in records]
+        click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+        return
+    console = make_console()
+    if not records:
+        console.print(Text(f"no runs recorded in {path}"), soft_wrap=True)
+        return
+    console.print(runs_table(records, done))
+
+
+async def _read_run(
+    path: Path, run_id: str
+) -> tuple[RunRecord, dict[str, Any], list[dict[str, Any]]]:
+    async with SQLiteCheckpointer(path) as checkpointer:
+        record = await checkpointer.get_run(run_id)
+        if record is None:
+            raise RunNotFoundError(run_id, str(path))
+        results = dict(await checkpointer.node_results(run_id))
+        events = await checkpointer.events(run_id)
+    return record, results, events
+
+
+@cli.command()
+@click.argument("run_id", metavar="RUN_ID")
+@DB_OPTION
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print the run, its nodes and events as JSON."
+)
+def show(run_id: str, db: Path | None, as_json: bool) -> None:
+    """Show one run, node by node.
+
+    Every node of run RUN_ID in graph order (with no result yet: pending), with
+    its status, attempts, duration and a preview of its result or error.
+    """
+    path = _db_path(db)
+    _require_database(path, run_id)
+    record, results, events = asyncio.run(_read_run(path, run_id))
+    if as_json:
+        nodes = []
+        for name in record.nodes:
+            result = results.get(name) or {}
+            nodes.append(
+                {
+                    "node": name,
+                    "status": result.get("status", "pending"),
+                    "attempts": result.get("attempts", 0),
+                    "duration": result.get("duration"),
+                    "error": result.get("error"),
+                    "content": result.get("content"),
+                }
+            )
+        doc = {"run": _run_json(record, path), "nodes": nodes, "events": events}
+        click.echo(json.dumps(doc, indent=2, ensure_ascii=False, default=str))
+        return
+    console = make_console()
+    head = Text()
+    head.append(f"{record.workflow_id}  graph {record.graph_name!r}  ")
+    head.append(record.status, style=STATUS_STYLES.get(record.status, ""))
+    console.print(head, soft_wrap=True)
+    console.print(
+        Text(
+            f"started {format_time(record.started_at)}, finished {format_time(record.finished_at)}"
+            f", took {format_duration(record.duration)}; {len(events)} events recorded"
+        ),
+        soft_wrap=True,
+    )
+    if record.input is not None:
+        console.print(Text(f"input: {preview(record.input, 100)}"), soft_wrap=True)
+    console.print(node_table(record.nodes, results))
+    if record.status != "succeeded":
+        console.print(
+            Text(f"resume it: heddle resume {record.workflow_id} FILE.py[:VAR]{_db_args(db)}"),
+            soft_wrap=True,
+        )
+
+
+@cli.command()
+@click.argument("file", metavar="FILE.py[:VAR]")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["mermaid", "dot"]),
+    default="mermaid",
+    show_default=True,
+    help="Mermaid flowchart or Graphviz DOT.",
+)
+def graph(file: str, fmt: str) -> None:
+    """Print a workflow's graph as a Mermaid flowchart (or DOT)."""
+    workflow, _ = load_graph(file)
+    click.echo(workflow.to_mermaid() if fmt == "mermaid" else workflow.to_dot(), nl=False)
+
+
+# -- the demo -----------------------------------------------------------------------------
+
+
+@cli.command()
+@DB_OPTION
+@click.pass_context
+def demo(ctx: click.Context, db: Path | None) -> None:
+    """Run the bundled example workflow (offline, about two seconds).
+
+    Five agents write a research brief: a fan-out and a join, a flaky agent
+    that is retried, and agent memory that persists between runs.
+    """
+    from heddle.examples import demo as bundled
+
+    console = make_console()
+    console.print(Text(bundled.INTRO), soft_wrap=True)
+    console.print()
+    result = _run_and_report(
+        ctx,
+        bundled.build_graph(),
+        f"{bundled.__file__}:build_graph",
+        db=db,
+        max_concurrent=4,
+        workflow_id=new_workflow_id(),
+        input=bundled.TOPIC,
+    )
+    console.print()
+    for line in bundled.epilogue(result):
+        console.print(Text(line), soft_wrap=True)
+    if not result.ok:
+        ctx.exit(1)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The ``heddle`` console script: run the CLI with ``argv`` (default: sys.argv[1:])."""
+    code: int = cli.main(argv, prog_name="heddle", standalone_mode=False)
+    return code

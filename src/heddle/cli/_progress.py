@@ -1,0 +1,266 @@
+"""The live progress of a run, driven by the executor's events on a MessageBus.
+
+On a terminal: a rich ``Live`` panel (spinner, bar, counts of pending /
+running / done / failed / skipped nodes, retries, elapsed time, the nodes in
+flight) redrawn ten times a second, with retries and failures printed above
+it as they happen. Anywhere else (a pipe, a CI log): one plain line per node
+event and no control codes at all.
+
+The bus calls :meth:`RunProgress.on_event` inline on the event loop, and the
+panel is redrawn by a task on the same loop, so the counts need no lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from types import TracebackType
+from typing import Self
+
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
+from rich.progress_bar import ProgressBar
+from rich.spinner import Spinner
+from rich.table import Table
+from rich.text import Text
+
+from heddle.cli._render import STATUS_STYLES, format_duration, preview
+from heddle.messaging.events import Event
+
+__all__ = ["RunProgress"]
+
+#: Graphs up to this size show every node in the live panel; larger ones only those in flight.
+SHOW_ALL_NODES = 12
+MAX_ACTIVE_SHOWN = 8
+_REFRESH_SECONDS = 0.1
+
+# Node states, in the order the counts are shown.
+PENDING, RUNNING, DONE, FAILED, SKIPPED = "pending", "running", "done", "failed", "skipped"
+_COUNT_STYLES = {PENDING: "", RUNNING: "cyan", DONE: "green", FAILED: "red", SKIPPED: "yellow"}
+
+
+class RunProgress:
+    """Shows one run as its events arrive; an async context manager around the run.
+
+    ``nodes`` are the graph's node names in order; ``done`` the nodes already
+    finished before this process started (a resumed run's recorded successes);
+    ``header`` is printed when the run starts.
+    """
+
+    def __init__(
+        self,
+        console: Console,
+        graph_name: str,
+        workflow_id: str,
+        nodes: Sequence[str],
+        *,
+        done: Iterable[str] = (),
+        header: str | None = None,
+    ) -> None:
+        self.console = console
+        self.header = header
+        self.graph_name = graph_name
+        self.workflow_id = workflow_id
+        self.nodes = list(nodes)
+        self.state: dict[str, str] = dict.fromkeys(self.nodes, PENDING)
+        self.detail: dict[str, str] = {}
+        self.counts: Counter[str] = Counter({PENDING: len(self.nodes)})
+        for name in done:
+            self._set(name, DONE, "recorded earlier")
+        self.retries = 0
+        self.status: str | None = None  # the run's final status, from workflow.finished
+        self.live_mode = console.is_terminal
+        self._width = min(max((len(n) for n in self.nodes), default=4), 24)
+        self._started = time.perf_counter()
+        self._live: Live | None = None
+        self._ticker: asyncio.Task[None] | None = None
+
+    # -- state ------------------------------------------------------------------------
+
+    @property
+    def elapsed(self) -> float:
+        return time.perf_counter() - self._started
+
+    def _set(self, node: str, state: str, detail: str = "") -> None:
+        old = self.state.get(node)
+        if old is None:  # an event for a node we were not told about: count it anyway
+            self.nodes.append(node)
+        else:
+            self.counts[old] -= 1
+        self.state[node] = state
+        self.counts[state] += 1
+        self.detail[node] = detail
+
+    def on_event(self, event: Event) -> None:
+        """Follow one executor event (subscribe this to ``"*"`` on the run's bus)."""
+        kind, p = event.event_type, event.payload
+        node = str(p.get("node", ""))
+        line: str | None = None
+        if kind == "node.started":
+            attempt = int(p.get("attempt", 1))
+            self._set(node, RUNNING, f"attempt {attempt}" if attempt > 1 else "")
+            line = "started" + (f" (attempt {attempt})" if attempt > 1 else "")
+        elif kind == "node.succeeded":
+            attempts = int(p.get("attempts", 1))
+            took = format_duration(p.get("duration"))
+            self._set(node, DONE, took)
+            line = f"done in {took}" + (f" after {attempts} attempts" if attempts > 1 else "")
+        elif kind == "node.retrying":
+            self.retries += 1
+            delay = float(p.get("delay", 0.0))
+            self._set(node, PENDING, f"retry in {delay:.2f}s")
+            line = f"attempt {p.get('attempt')} failed: {p.get('error')}; retrying in {delay:.2f}s"
+        elif kind == "node.failed":
+            attempts = int(p.get("attempts", 0))
+            self._set(node, FAILED, preview(p.get("error"), 40))
+            plural = "s" if attempts != 1 else ""
+            line = f"failed after {attempts} attempt{plural}: {p.get('error')}"
+        elif kind == "node.skipped":
+            self._set(node, SKIPPED, preview(p.get("reason"), 40))
+            line = f"skipped: {p.get('reason')}"
+        elif kind.startswith("circuit."):
+            state = kind.split(".", 1)[1].replace("_", "-")
+            self._note(f"circuit breaker of agent {p.get('agent')!r} {state}", "yellow")
+        elif kind == "workflow.started":
+            if self.header is not None:
+                self.console.print(Text(self.header), soft_wrap=True)
+        elif kind == "workflow.finished":
+            self.status = str(p.get("status"))
+        if line is not None:
+            self._node_line(kind, node, line)
+
+    # -- output -----------------------------------------------------------------------
+
+    def _note(self, text: str, style: str = "") -> None:
+        self.console.print(Text(f"{self.elapsed:7.2f}s  {text}", style=style), soft_wrap=True)
+
+    def _node_line(self, kind: str, node: str, text: str) -> None:
+        if self.live_mode:
+            # On a terminal the panel shows progress; only what needs attention scrolls by.
+            if kind not in ("node.retrying", "node.failed"):
+                return
+            style = "red" if kind == "node.failed" else "yellow"
+            self.console.print(Text(f"{node}: {text}", style=style), soft_wrap=True)
+            return
+        self.console.print(
+            Text(f"{self.elapsed:7.2f}s  {node:<{self._width}}  {text}"), soft_wrap=True
+        )
+
+    def summary(self) -> str:
+        """``3 done, 1 failed, 2 skipped, 1 retry`` (the zero counts left out, done kept)."""
+        parts = [f"{self.counts[DONE]} done"]
+        parts += [f"{self.counts[s]} {s}" for s in (FAILED, SKIPPED, PENDING) if self.counts[s]]
+        if self.retries:
+            parts.append(f"{self.retries} retr{'y' if self.retries == 1 else 'ies'}")
+        return ", ".join(parts)
+
+    def render(self) -> RenderableType:
+        """The live panel."""
+        total = len(self.nodes)
+        finished = self.counts[DONE] + self.counts[FAILED] + self.counts[SKIPPED]
+        head = Table.grid(padding=(0, 1))
+        if self.status is None:
+            head.add_row(
+                Spinner("dots", style="cyan"),
+                Text(self.graph_name, style="bold"),
+                Text(self.workflow_id, style="dim"),
+                Text(format_duration(self.elapsed)),
+            )
+        else:
+            ok = self.status == "succeeded"
+            head.add_row(
+                Text("OK" if ok else self.status.upper(), style="green" if ok else "red"),
+                Text(self.graph_name, style="bold"),
+                Text(self.workflow_id, style="dim"),
+                Text(format_duration(self.elapsed)),
+            )
+        bar = Table.grid(padding=(0, 1))
+        bar.add_row(
+            ProgressBar(total=max(total, 1), completed=finished, width=40),
+            Text(f"{finished}/{total}"),
+        )
+        counts = Text()
+        for state in (PENDING, RUNNING, DONE, FAILED, SKIPPED):
+            counts.append(f"{state} ", style="dim")
+            counts.append(f"{self.counts[state]}  ", style=_COUNT_STYLES[state])
+        counts.append("retries ", style="dim")
+        counts.append(str(self.retries), style="yellow" if self.retries else "")
+        parts: list[RenderableType] = [head, bar, counts]
+        if self.status is None:
+            parts.append(self._node_list())
+        return Group(*parts)
+
+    def _node_list(self) -> RenderableType:
+        if len(self.nodes) <= SHOW_ALL_NODES:
+            shown = self.nodes
+            more = 0
+        else:
+            active = [n for n in self.nodes if self.state[n] == RUNNING]
+            shown, more = active[:MAX_ACTIVE_SHOWN], max(0, len(active) - MAX_ACTIVE_SHOWN)
+        grid = Table.grid(padding=(0, 1))
+        for name in shown:
+            state = self.state[name]
+            mark: RenderableType
+            if state == RUNNING:
+                mark = Spinner("dots", style="cyan")
+            else:
+                symbol = {PENDING: ".", DONE: "+", FAILED: "x", SKIPPED: "-"}[state]
+                mark = Text(symbol, style=_COUNT_STYLES[state] or "dim")
+            style = STATUS_STYLES.get(state, "") if state != DONE else "green"
+            grid.add_row(
+                mark,
+                Text(name, style="" if state == RUNNING else "dim"),
+                Text(state, style=style),
+                Text(self.detail.get(name, ""), style="dim"),
+            )
+        if more:
+            grid.add_row(Text(""), Text(f"... and {more} more running", style="dim"))
+        return grid
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(_REFRESH_SECONDS)
+            if self._live is not None:
+                self._live.refresh()
+
+    async def __aenter__(self) -> Self:
+        self._started = time.perf_counter()
+        if self.live_mode:
+            self._live = Live(
+                get_renderable=self.render,
+                console=self.console,
+                auto_refresh=False,
+                redirect_stdout=False,
+                redirect_stderr=False,
+            )
+            self._live.start(refresh=True)
+            self._ticker = asyncio.get_running_loop().create_task(self._tick())
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+            self._ticker = None
+        if self._live is not None:
+            if self.status is None and exc_type is not None:
+                self.status = "cancelled"
+            self._live.refresh()
+            self._live.stop()
+            self._live = None
+        elif self.status is not None:
+            self._note(f"finished: {self.status} ({self.summary()})")
+
+    def __repr__(self) -> str:
+        return f"RunProgress({self.graph_name!r}, {self.workflow_id!r}, {dict(self.counts)})"

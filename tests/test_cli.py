@@ -1,0 +1,575 @@
+"""The heddle command line, driven as a user drives it.
+
+The end-to-end paths run ``python -m heddle`` in real subprocesses (stdout a
+pipe, so the progress display is in its plain, non-TTY form); the many cheap
+cases (each bad input, each option) run in-process through click's CliRunner,
+which goes through the same entry point and error handling.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from heddle.cli import cli, main
+from heddle.workflows.checkpoint import RunRecord, SQLiteCheckpointer
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+OK = """\
+from heddle import WorkflowGraph
+
+async def fetch(topic):
+    return f"3 sources on {topic}"
+
+async def summarise(sources):
+    return f"summary of {sources}"
+
+graph = WorkflowGraph("brief")
+graph.add_node("fetch", fetch).add_node("summarise", summarise)
+graph.add_edge("fetch", "summarise")
+"""
+
+# 'enrich' fails until a file named 'marker' exists next to the workflow file.
+PIPELINE = """\
+from pathlib import Path
+from heddle import RetryPolicy, WorkflowGraph
+
+MARKER = Path(__file__).with_name("marker")
+
+async def load(task):
+    return {"rows": 3, "task": task}
+
+async def enrich(data):
+    if not MARKER.exists():
+        raise RuntimeError("enrichment service is down")
+    return "enriched [bold]rows[/bold]"
+
+async def report(text):
+    return f"report on {text}"
+
+async def audit(data):
+    return "audited"
+
+pipeline = WorkflowGraph("pipeline")
+pipeline.add_node("load", load)
+pipeline.add_node("enrich", enrich, retry=RetryPolicy(max_attempts=2, initial_delay=0.01))
+pipeline.add_node("report", report).add_node("audit", audit)
+pipeline.add_edge("load", "enrich").add_edge("enrich", "report").add_edge("load", "audit")
+"""
+
+SLOW = """\
+import asyncio
+from heddle import WorkflowGraph
+
+async def first(task):
+    return "first"
+
+async def slow(task):
+    await asyncio.sleep(30)
+
+graph = WorkflowGraph("slow").add_node("first", first).add_node("slow", slow)
+graph.add_edge("first", "slow")
+"""
+
+SEVERAL = """\
+from heddle import WorkflowGraph
+
+async def echo(task):
+    return task
+
+alpha = WorkflowGraph("alpha").add_node("echo", echo)
+beta = WorkflowGraph("beta").add_node("echo", echo)
+same_as_alpha = alpha
+
+def build():
+    return WorkflowGraph("built").add_node("a", echo).add_node("b", echo).add_edge("a", "b")
+
+def needs_args(name):
+    return WorkflowGraph(name)
+
+def explodes():
+    raise ValueError("no graph today")
+
+def not_a_graph():
+    return 42
+
+NUMBER = 3
+"""
+
+BAD_FILES = {
+    "none.py": "X = 1\n",
+    "boom.py": "import os\n\nraise RuntimeError('OPENAI_API_KEY is not set')\n",
+    "exits.py": "import sys\nsys.exit(3)\n",
+    "syntax.py": "def broken(:\n    pass\n",
+    "notes.md": "# Notes\n\n- [a link](http://example.com\n",
+    "binary.py": "x = 1\n\x00\n",
+    "cycle.py": (
+        "from heddle import WorkflowGraph\n"
+        "async def f(x): return x\n"
+        "g = WorkflowGraph('loop').add_node('a', f).add_node('b', f)\n"
+        "g.add_edge('a', 'b').add_edge('b', 'a')\n"
+    ),
+    "duplicate.py": (
+        "from heddle import WorkflowGraph\n"
+        "async def f(x): return x\n"
+        "g = WorkflowGraph('dup').add_node('a', f).add_node('a', f)\n"
+    ),
+}
+
+
+@pytest.fixture(autouse=True)
+def _restore_import_state(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """In-process runs load workflow files as modules: undo that after each test."""
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    before = set(sys.modules)
+    yield
+    for name in set(sys.modules) - before:
+        if name.startswith("_heddle_workflow_"):
+            del sys.modules[name]
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> Path:
+    """A directory holding every workflow file of these tests."""
+    for name, text in {
+        "ok.py": OK,
+        "pipeline.py": PIPELINE,
+        "slow.py": SLOW,
+        "several.py": SEVERAL,
+        **BAD_FILES,
+    }.items():
+        (tmp_path / name).write_text(text, encoding="utf-8")
+    return tmp_path
+
+
+def heddle(
+    *args: str, cwd: Path, timeout: float = 30, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m heddle ARGS`` in a child process, stdout and stderr piped."""
+    return subprocess.run(
+        [sys.executable, "-m", "heddle", *args],
+        cwd=cwd,
+        env={**os.environ, "PYTHONPATH": str(SRC), **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def invoke(*args: str, cwd: Path) -> Result:
+    """Run the CLI in this process (same entry point and error handling)."""
+    old = Path.cwd()
+    os.chdir(cwd)
+    try:
+        return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+    finally:
+        os.chdir(old)
+
+
+def assert_one_error_line(stderr: str) -> str:
+    lines = stderr.splitlines()
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("heddle: error: ")
+    assert "Traceback" not in stderr
+    return lines[0]
+
+
+# -- end to end, in real processes -----------------------------------------------------
+
+
+def test_run_in_a_pipe_prints_plain_lines_without_control_codes(files: Path) -> None:
+    """Non-TTY progress is one plain line per node event, even with FORCE_COLOR set."""
+    done = heddle(
+        "run", "ok.py", "--input", "tidal power", cwd=files, FORCE_COLOR="1", TERM="xterm-256color"
+    )
+    assert done.returncode == 0, done.stderr
+    assert "\x1b" not in done.stdout
+    assert done.stderr == ""
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("Running graph 'brief' (2 nodes) as workflow_")
+    events = [line.split()[1:3] for line in lines[1:5]]
+    assert events == [
+        ["fetch", "started"],
+        ["fetch", "done"],
+        ["summarise", "started"],
+        ["summarise", "done"],
+    ]
+    assert "finished: succeeded (2 done)" in done.stdout
+    assert "summary of 3 sources on tidal power" in done.stdout
+    assert "workflow workflow_" in done.stdout
+    assert "inspect it:  heddle show workflow_" in done.stdout
+
+
+@pytest.mark.slow
+def test_failed_run_is_listed_shown_and_resumed(files: Path) -> None:
+    """run (fails, exit 1) -> runs -> show --json -> resume once fixed (exit 0) -> show."""
+    first = heddle("run", "pipeline.py", "--input", "q3", "--workflow-id", "job-1", cwd=files)
+    assert first.returncode == 1, first.stderr
+    assert "\x1b" not in first.stdout
+    assert "enrich  attempt 1 failed: RuntimeError: enrichment service is down" in first.stdout
+    assert "report  skipped: upstream node 'enrich' failed" in first.stdout
+    assert "workflow job-1 failed" in first.stdout
+    assert "resume it:   heddle resume job-1 pipeline.py:pipeline" in first.stdout
+
+    listed = invoke("runs", cwd=files)
+    assert listed.exit_code == 0
+    row = next(line for line in listed.stdout.splitlines() if line.startswith("job-1"))
+    assert row.split()[1:3] == ["pipeline", "failed"]
+    assert row.split()[-1] == "2/4"
+
+    shown = heddle("show", "job-1", "--json", cwd=files)
+    assert shown.returncode == 0, shown.stderr
+    doc = json.loads(shown.stdout)
+    assert doc["run"]["status"] == "failed"
+    assert doc["run"]["input"] == "q3"
+    assert [n["node"] for n in doc["nodes"]] == ["load", "enrich", "report", "audit"]
+    assert [n["status"] for n in doc["nodes"]] == ["success", "failed", "skipped", "success"]
+    assert doc["nodes"][1]["attempts"] == 2
+    assert doc["nodes"][1]["error"] == "RuntimeError: enrichment service is down"
+    assert doc["events"][0]["event_type"] == "workflow.started"
+    assert doc["events"][-1]["event_type"] == "workflow.finished"
+
+    (files / "marker").touch()
+    resumed = heddle("resume", "job-1", "pipeline.py:pipeline", cwd=files)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "\x1b" not in resumed.stdout
+    assert "Resuming job-1 (graph 'pipeline', failed): 2 of 4 nodes recorded done" in (
+        resumed.stdout
+    )
+    assert "load" not in [line.split()[1] for line in resumed.stdout.splitlines()[1:4]]
+    assert "success (resumed)" in resumed.stdout
+    assert "enriched [bold]rows[/bold]" in resumed.stdout  # printed as text, not markup
+    assert "workflow job-1 succeeded" in resumed.stdout
+
+    after = invoke("show", "job-1", cwd=files)
+    assert after.exit_code == 0
+    assert "job-1  graph 'pipeline'  succeeded" in after.stdout
+    assert "resume it" not in after.stdout
+
+
+@pytest.mark.slow
+def test_demo_finishes_in_a_pipe_and_remembers_between_runs(files: Path) -> None:
+    """heddle demo succeeds with a retry in well under 10 s; a second run recalls from memory."""
+    started = time.monotonic()
+    first = heddle("demo", cwd=files)
+    took = time.monotonic() - started
+    assert first.returncode == 0, first.stderr
+    assert first.stderr == ""
+    assert "\x1b" not in first.stdout
+    assert took < 10
+    assert "market     attempt 1 failed: ConnectionError" in first.stdout
+    assert "succeeded" in first.stdout and "6 done, 1 retry" in first.stdout
+    assert "run the demo again and they answer from memory" in " ".join(first.stdout.split())
+    assert (Path(os.environ["HEDDLE_HOME"]) / "memory.db").exists()
+
+    second = invoke("demo", cwd=files)
+    assert second.exit_code == 0
+    said = " ".join(second.stdout.split())
+    assert "2 of 2 findings were recalled from" in said
+    assert "this is brief #2 on the topic" in said
+    listed = invoke("runs", "--json", cwd=files)
+    assert [run["status"] for run in json.loads(listed.stdout)] == ["succeeded", "succeeded"]
+
+
+def test_bad_input_in_a_real_process_is_one_line_and_debug_shows_the_traceback(
+    files: Path,
+) -> None:
+    """A file raising on import: one line, exit 1; with --debug the traceback comes first."""
+    plain = heddle("run", "boom.py", cwd=files)
+    assert plain.returncode == 1
+    assert plain.stdout == ""
+    line = assert_one_error_line(plain.stderr)
+    assert "boom.py raised RuntimeError while loading (line 3): OPENAI_API_KEY is not set" in line
+
+    debug = heddle("--debug", "run", "boom.py", cwd=files)
+    assert debug.returncode == 1
+    assert debug.stderr.startswith("Traceback (most recent call last):")
+    assert 'boom.py", line 3, in <module>' in debug.stderr
+    assert debug.stderr.splitlines()[-1] == line
+
+
+@pytest.mark.slow
+def test_ctrl_c_records_the_run_as_cancelled_and_says_how_to_resume(files: Path) -> None:
+    """SIGINT mid-run: exit 130, one line naming the run; the run is recorded as cancelled."""
+    child = subprocess.Popen(
+        [sys.executable, "-m", "heddle", "run", "slow.py", "--workflow-id", "slow-1"],
+        cwd=files,
+        env={**os.environ, "PYTHONPATH": str(SRC)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stdout is not None
+    for line in child.stdout:  # wait until the slow node is running
+        if "slow" in line and "started" in line:
+            break
+    child.send_signal(signal.SIGINT)
+    try:
+        _, err = child.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        out, err = child.communicate()
+        pytest.fail(f"Ctrl-C did not stop the run; stdout={out!r} stderr={err!r}")
+    assert child.returncode == 130
+    line = assert_one_error_line(err)
+    assert "interrupted; workflow slow-1 is recorded as cancelled" in line
+    assert "heddle resume slow-1 slow.py:graph" in line
+    doc = json.loads(invoke("show", "slow-1", "--json", cwd=files).stdout)
+    assert doc["run"]["status"] == "cancelled"
+    assert doc["nodes"][0]["status"] == "success"
+
+
+# -- every bad input: one line on stderr, no traceback, the documented exit code ---------
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["run", "missing.py"], 2, "no such file: missing.py"),
+        (["run", "ok.py:nope"], 2, "ok.py has no variable 'nope' (graphs in it: graph)"),
+        (["run", "ok.py:"], 2, "nothing after ':'"),
+        (["run", "none.py"], 2, "none.py defines no WorkflowGraph at module level"),
+        (["run", "several.py"], 2, "several graphs (alpha, beta); choose one: several.py:alpha"),
+        (["run", "several.py:NUMBER"], 2, "is not a WorkflowGraph"),
+        (["run", "several.py:needs_args"], 2, "needs arguments (name)"),
+        (["run", "several.py:not_a_graph"], 2, "returned a value of type int"),
+        (["run", "several.py:explodes"], 1, "explodes() raised ValueError (line 17): no graph"),
+        (["run", "boom.py"], 1, "boom.py raised RuntimeError while loading (line 3)"),
+        (["run", "exits.py"], 1, "exits.py called sys.exit(3) while loading (line 2)"),
+        (["run", "syntax.py"], 2, "syntax.py is not valid Python: invalid syntax at line 1"),
+        (["run", "notes.md"], 2, "notes.md is not a Python file"),
+        (["run", "binary.py"], 2, "binary.py is not valid Python"),
+        (["run", "."], 2, ". is a directory, not a Python file"),
+        (
+            ["run", "cycle.py"],
+            1,
+            "invalid graph in cycle.py: graph 'loop' has a cycle: a -> b -> a",
+        ),
+        (["run", "duplicate.py"], 1, "duplicate.py (line 3): graph 'dup': node 'a' already exists"),
+        (["graph", "cycle.py"], 1, "has a cycle"),
+        (["show", "nope"], 2, "no run with workflow id 'nope'"),
+        (["resume", "nope", "ok.py"], 2, "no run with workflow id 'nope'"),
+        (["run", "ok.py", "--workflow-id", "bad id"], 2, "workflow_id must match"),
+        (["run"], 2, "Missing argument 'FILE.py[:VAR]'. (see 'heddle run --help')"),
+        (["run", "ok.py", "--bogus"], 2, "No such option '--bogus'"),
+        (["run", "ok.py", "--max-concurrent", "0"], 2, "Invalid value for '--max-concurrent'"),
+        (["graph", "ok.py", "--format", "png"], 2, "Invalid value for '--format'"),
+        (["bogus"], 2, "No such command 'bogus'"),
+    ],
+)
+def test_bad_input_is_one_line_on_stderr(
+    files: Path, args: list[str], code: int, message: str
+) -> None:
+    """Each bad input gives one 'heddle: error:' line, no traceback, the documented code."""
+    result = invoke(*args, cwd=files)
+    assert result.exit_code == code, result.stderr
+    assert message in assert_one_error_line(result.stderr)
+    assert result.stdout == ""
+
+
+@pytest.mark.parametrize("args", [["run", "boom.py"], ["run", "several.py:explodes"]])
+def test_debug_prints_the_traceback_of_the_users_code(files: Path, args: list[str]) -> None:
+    """--debug: the traceback (reaching into the user's file), then the same one line."""
+    plain = invoke(*args, cwd=files)
+    debug = invoke("--debug", *args, cwd=files)
+    assert debug.exit_code == plain.exit_code == 1
+    assert "Traceback (most recent call last)" in debug.stderr
+    assert str(files / args[1].split(":")[0]) in debug.stderr
+    assert debug.stderr.splitlines()[-1] == plain.stderr.strip()
+
+
+def test_command_line_mistakes_stay_one_line_with_debug(files: Path) -> None:
+    """A mistyped command line has no traceback worth showing, even with --debug."""
+    result = invoke("--debug", "run", "ok.py", "--bogus", cwd=files)
+    assert result.exit_code == 2
+    assert "No such option '--bogus'" in assert_one_error_line(result.stderr)
+
+
+# -- the commands, in process ----------------------------------------------------------
+
+
+def test_run_chooses_the_variable_or_calls_a_graph_function(files: Path) -> None:
+    """FILE:VAR picks a graph among several; a zero-argument function is called for its graph."""
+    chosen = invoke("run", "several.py:beta", "--input", "hi", "--max-concurrent", "1", cwd=files)
+    assert chosen.exit_code == 0, chosen.stderr
+    assert "Running graph 'beta' (1 nodes)" in chosen.stdout
+    built = invoke("run", "several.py:build", cwd=files)
+    assert built.exit_code == 0
+    assert "Running graph 'built' (2 nodes)" in built.stdout
+
+
+def test_run_with_a_db_option_writes_there_and_hints_with_it(files: Path) -> None:
+    """--db puts the run in that file; the printed hints repeat --db."""
+    result = invoke("run", "pipeline.py", "--db", "runs.db", "--workflow-id", "p1", cwd=files)
+    assert result.exit_code == 1
+    assert (files / "runs.db").exists()
+    assert not (Path(os.environ["HEDDLE_HOME"]) / "heddle.db").exists()
+    assert "heddle resume p1 pipeline.py:pipeline --db runs.db" in result.stdout
+    assert "heddle show p1 --db runs.db" in result.stdout
+    assert "p1" in invoke("runs", "--db", "runs.db", cwd=files).stdout
+
+
+def test_a_taken_workflow_id_is_refused_before_anything_runs(files: Path) -> None:
+    """--workflow-id of an existing run: exit 2, pointing at resume; the run is untouched."""
+    assert invoke("run", "ok.py", "--workflow-id", "w1", cwd=files).exit_code == 0
+    again = invoke("run", "ok.py", "--workflow-id", "w1", cwd=files)
+    assert again.exit_code == 2
+    assert "workflow id 'w1' is taken" in assert_one_error_line(again.stderr)
+    assert again.stdout == ""
+
+
+def test_resume_refuses_a_changed_graph_unless_forced(files: Path) -> None:
+    """A graph whose structure changed: exit 2 naming --force; --force reuses what still fits."""
+    assert invoke("run", "pipeline.py", "--workflow-id", "r1", cwd=files).exit_code == 1
+    changed = files / "changed.py"
+    changed.write_text(PIPELINE.replace('.add_edge("load", "audit")', ""), encoding="utf-8")
+    (files / "marker").touch()
+    refused = invoke("resume", "r1", "changed.py", cwd=files)
+    assert refused.exit_code == 2
+    assert "pass --force to resume anyway" in assert_one_error_line(refused.stderr)
+    forced = invoke("resume", "r1", "changed.py", "--force", cwd=files)
+    assert forced.exit_code == 0, forced.stderr
+    assert "workflow r1 succeeded" in forced.stdout
+
+
+def test_resuming_a_succeeded_run_runs_nothing(files: Path) -> None:
+    """A finished run is reported as recorded, exit 0."""
+    assert invoke("run", "ok.py", "--workflow-id", "done-1", cwd=files).exit_code == 0
+    again = invoke("resume", "done-1", "ok.py", cwd=files)
+    assert again.exit_code == 0
+    assert "it succeeded; nothing to run" in again.stdout
+    assert "started" not in again.stdout
+    assert again.stdout.count("success (resumed)") == 2
+
+
+def test_resume_of_an_unknown_run_in_an_existing_database(files: Path) -> None:
+    """An id the database does not hold: exit 2, naming the database."""
+    assert invoke("run", "ok.py", cwd=files).exit_code == 0
+    result = invoke("resume", "ghost", "ok.py", cwd=files)
+    assert result.exit_code == 2
+    assert "no run with workflow id 'ghost' in " in assert_one_error_line(result.stderr)
+
+
+def test_show_lists_nodes_without_a_result_as_pending(files: Path) -> None:
+    """A run whose process died: show and show --json list every node, unfinished ones pending."""
+    import asyncio
+    from datetime import UTC, datetime
+
+    async def record() -> None:
+        async with SQLiteCheckpointer() as checkpointer:
+            await checkpointer.create_run(
+                RunRecord("died", "brief", "f" * 16, "x", ("fetch", "summarise"), "running", now)
+            )
+            await checkpointer.save_node(
+                "died",
+                "fetch",
+                {"content": "ok", "status": "success", "error": None, "attempts": 1, "duration": 1},
+            )
+
+    now = datetime.now(UTC)
+    asyncio.run(record())
+    text = invoke("show", "died", cwd=files)
+    assert text.exit_code == 0
+    assert "died  graph 'brief'  running" in text.stdout
+    assert [line.split()[:2] for line in text.stdout.splitlines() if line.startswith("summ")] == [
+        ["summarise", "pending"]
+    ]
+    assert "resume it: heddle resume died FILE.py[:VAR]" in text.stdout
+    doc = json.loads(invoke("show", "died", "--json", cwd=files).stdout)
+    assert doc["run"]["finished_at"] is None and doc["run"]["duration"] is None
+    assert doc["nodes"][1] == {
+        "node": "summarise",
+        "status": "pending",
+        "attempts": 0,
+        "duration": None,
+        "error": None,
+        "content": None,
+    }
+    listed = invoke("runs", cwd=files).stdout
+    assert "1/2" in listed
+
+
+def test_runs_without_a_database_says_so_and_creates_nothing(files: Path) -> None:
+    """'heddle runs' on a fresh machine: a friendly line, exit 0, no database file created."""
+    result = invoke("runs", cwd=files)
+    assert result.exit_code == 0
+    assert result.stdout.startswith("no runs recorded in ")
+    assert not (Path(os.environ["HEDDLE_HOME"]) / "heddle.db").exists()
+    assert invoke("runs", "--json", cwd=files).stdout.strip() == "[]"
+
+
+def test_runs_lists_newest_first_and_honours_limit(files: Path) -> None:
+    """--limit bounds the list; JSON rows carry nodes_done."""
+    for wid in ("a1", "a2", "a3"):
+        assert invoke("run", "ok.py", "--workflow-id", wid, cwd=files).exit_code == 0
+    rows = json.loads(invoke("runs", "--json", "--limit", "2", cwd=files).stdout)
+    assert [r["workflow_id"] for r in rows] == ["a3", "a2"]
+    assert rows[0]["nodes_done"] == 2 and rows[0]["graph"] == "brief"
+
+
+@pytest.mark.parametrize(
+    ("fmt", "expected"),
+    [
+        ("mermaid", 'flowchart TD\n    n0["a"]\n    n1["b"]\n    n0 --> n1\n'),
+        ("dot", 'digraph "built" {\n    rankdir=TB;\n    "a";\n    "b";\n    "a" -> "b";\n}\n'),
+    ],
+)
+def test_graph_prints_mermaid_or_dot(files: Path, fmt: str, expected: str) -> None:
+    """heddle graph prints exactly what to_mermaid()/to_dot() return."""
+    result = invoke("graph", "several.py:build", "--format", fmt, cwd=files)
+    assert result.exit_code == 0
+    assert result.stdout == expected
+
+
+def test_a_big_run_lists_only_the_nodes_that_did_not_succeed(files: Path) -> None:
+    """Past 50 nodes the result table keeps to failures and says how to see the rest."""
+    (files / "big.py").write_text(
+        "from heddle import RetryPolicy, WorkflowGraph\n"
+        "async def ok(x): return 'ok'\n"
+        "async def bad(x): raise ValueError('bad')\n"
+        "g = WorkflowGraph('big')\n"
+        "for i in range(60): g.add_node(f'n{i}', ok)\n"
+        "g.add_node('bad', bad, retry=RetryPolicy(max_attempts=1))\n",
+        encoding="utf-8",
+    )
+    result = invoke("run", "big.py", "--workflow-id", "big", cwd=files)
+    assert result.exit_code == 1
+    table = result.stdout.split("finished: failed")[1]
+    assert [line.split()[:2] for line in table.splitlines() if line.startswith("bad")] == [
+        ["bad", "failed"]
+    ]
+    assert "n59" not in table
+    assert "(60 more nodes not listed: heddle show big)" in table
+
+
+def test_no_arguments_prints_help_and_version_works(files: Path) -> None:
+    """'heddle' alone shows the commands; --version names the package version."""
+    from heddle import __version__
+
+    helped = invoke(cwd=files)
+    assert helped.exit_code == 0
+    for command in ("run", "runs", "show", "resume", "graph", "demo"):
+        assert f"  {command} " in helped.stdout
+    assert __version__ in invoke("--version", cwd=files).stdout
+
+
+def test_main_returns_the_exit_code_for_the_console_script(files: Path) -> None:
+    """heddle.cli.main (the console script) returns the code instead of exiting."""
+    old = Path.cwd()
+    os.chdir(files)
+    try:
+        assert main(["graph", "ok.py"]) == 0
+        assert main(["run", "missing.py"]) == 2
+    finally:
+        os.chdir(old)
