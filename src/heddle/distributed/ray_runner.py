@@ -293,16 +293,24 @@ class RayRunner:
         }
         return self._host.options(**options).remote(owned, name, self.max_concurrency)
 
-    def start(self) -> Self:
-        """Connect to Ray and start the pool now, blocking; else the first call does it.
+    def start(self, timeout: float | None = None) -> Self:
+        """Connect to Ray and wait until the pool is up, blocking; else the first call does it.
 
-        Starting a local Ray takes seconds: call this (or ``await
-        asyncio.to_thread(runner.start)``) before the first run to keep that
-        out of the first node's time, or to fail early when Ray cannot start.
+        Starting a local Ray takes seconds, and the first attempt waits for it
+        *within its node's timeout*: call this before the first run to keep
+        that out of the run, or to fail early when Ray cannot start. Call it
+        from the main thread, where Ray can install its SIGTERM handler.
+        ``timeout`` bounds the wait for the actors (Ray's ``GetTimeoutError``),
+        which never come up if ``actor_options`` ask for what the cluster lacks.
         """
+        self._connect_once()
+        handles = [actor.handle for actor in self._pool]
+        self._ray.get([handle.pid.remote() for handle in handles], timeout=timeout)
+        return self
+
+    def _connect_once(self) -> None:
         with self._lock:
             self._connect()
-        return self
 
     def _start_owned(self, owner: object, name: str) -> _Owned:
         with self._lock:
@@ -368,7 +376,7 @@ class RayRunner:
         if target is None:
             shipped = self._shipped(spec)
             if not self._pool:
-                await asyncio.to_thread(self.start)
+                await asyncio.to_thread(self._connect_once)
             actor = self._least_loaded()
             method = actor.handle.call.remote
             args: tuple[Any, ...] = (shipped.token, shipped.payload, spec.is_async, spec.name)
