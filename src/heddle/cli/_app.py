@@ -3,25 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import logging
-import shlex
-import signal
 import sys
-from collections.abc import Coroutine, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
-from rich.console import Console
 from rich.text import Text
 
 from heddle import __version__
-from heddle.cli._errors import EXIT_INTERRUPTED, CLIError, report, usage_error
+from heddle.cli._errors import EXIT_INTERRUPTED, report
 from heddle.cli._loader import GraphSource, load_graph
-from heddle.cli._progress import RunProgress
 from heddle.cli._render import (
     STATUS_STYLES,
     format_duration,
@@ -31,18 +25,12 @@ from heddle.cli._render import (
     preview,
     runs_table,
 )
-from heddle.core.errors import GraphMismatchError, RunNotFoundError
-from heddle.messaging.message_bus import MessageBus
-from heddle.workflows.checkpoint import RunRecord, SQLiteCheckpointer, default_database_path
-from heddle.workflows.executor import WorkflowExecutor, WorkflowResult, new_workflow_id
-from heddle.workflows.graph import WorkflowGraph
+from heddle.cli._running import db_args, db_path, require_database, run_and_report
+from heddle.core.errors import RunNotFoundError
+from heddle.workflows.checkpoint import RunRecord, SQLiteCheckpointer
+from heddle.workflows.executor import new_workflow_id
 
 __all__ = ["cli", "main"]
-
-_T = TypeVar("_T")
-
-#: A run's result table lists every node up to this many; beyond, only those that did not succeed.
-MAX_TABLE_ROWS = 50
 
 
 @dataclass(slots=True)
@@ -85,38 +73,9 @@ def _set_debug(ctx: click.Context, _param: click.Parameter, value: bool) -> None
         ctx.ensure_object(_State).debug = True
 
 
-@contextlib.contextmanager
-def _heddle_logging(debug: bool) -> Iterator[None]:
-    """Executor log records to stderr with --debug, else nowhere (the display shows them)."""
-    logger = logging.getLogger("heddle")
-    handler: logging.Handler
-    if debug:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-    else:
-        handler = logging.NullHandler()
-    level = logger.level
-    logger.addHandler(handler)
-    if debug:
-        logger.setLevel(logging.INFO)
-    try:
-        yield
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
-
-
 def _debug(ctx: click.Context) -> bool:
     state = ctx.find_object(_State)
     return state is not None and state.debug
-
-
-def _db_path(db: Path | None) -> Path:
-    return db.expanduser().absolute() if db is not None else default_database_path()
-
-
-def _db_args(db: Path | None) -> str:
-    return f" --db {shlex.quote(str(db))}" if db is not None else ""
 
 
 DB_OPTION = click.option(
@@ -148,203 +107,6 @@ def cli() -> None:
     """
 
 
-# -- running ------------------------------------------------------------------------------
-
-
-async def _follow(
-    console: Console,
-    graph: WorkflowGraph,
-    *,
-    db: Path | None,
-    max_concurrent: int,
-    workflow_id: str,
-    input: Any = None,
-    resume: bool = False,
-    force: bool = False,
-) -> tuple[WorkflowResult, RunProgress]:
-    """Execute (or resume) ``graph`` durably while a RunProgress shows its events."""
-    path = _db_path(db)
-    async with SQLiteCheckpointer(path) as checkpointer, MessageBus(max_history=0) as bus:
-        record = await checkpointer.get_run(workflow_id)
-        done: list[str] = []
-        if resume:
-            if record is None:
-                raise RunNotFoundError(workflow_id, str(path))
-            fingerprint = graph.fingerprint()
-            if fingerprint != record.fingerprint and not force:
-                raise GraphMismatchError(workflow_id, record.fingerprint, fingerprint)
-            recorded = await checkpointer.node_results(workflow_id)
-            done = [n for n, r in recorded.items() if r.get("status") == "success" and n in graph]
-            _resume_header(console, record, graph, len(done))
-        elif record is not None:
-            raise usage_error(
-                f"workflow id {workflow_id!r} is taken in {path} (status {record.status}); "
-                f"resume it with 'heddle resume {workflow_id} FILE' or choose another id"
-            )
-        executor = WorkflowExecutor(max_concurrent, bus=bus, checkpointer=checkpointer)
-        # Printed once the run is recorded, so a refused workflow id prints only the error.
-        header = None
-        if not resume:
-            header = (
-                f"Running graph {graph.name!r} ({len(graph)} nodes) as {workflow_id}; "
-                f"checkpoints in {path}"
-            )
-        progress = RunProgress(
-            console, graph.name, workflow_id, list(graph), done=done, header=header
-        )
-        bus.subscribe("*", progress.on_event)
-        async with progress:
-            if resume:
-                result = await executor.resume(workflow_id, graph, force=force)
-            else:
-                result = await executor.execute(graph, input, workflow_id=workflow_id)
-        return result, progress
-
-
-class _Interrupted(Exception):
-    """The run was cancelled by Ctrl-C (SIGINT) and has recorded itself as cancelled."""
-
-
-async def _interruptible(coro: Coroutine[Any, Any, _T]) -> _T:
-    """Await ``coro``; the first Ctrl-C cancels it cleanly, a second one aborts at once.
-
-    asyncio.run() reacts to SIGINT with a plain ``signal.signal`` handler, which
-    runs only when the main thread wakes up: if the kernel hands the signal to
-    another thread (the checkpointer's, an agent's) while the loop sleeps until
-    a distant timer, Ctrl-C would wait for that timer. ``add_signal_handler``
-    wakes the loop through its self-pipe, whichever thread took the signal.
-    """
-    loop = asyncio.get_running_loop()
-    task = asyncio.current_task()
-    assert task is not None
-    interrupts = 0
-
-    def on_sigint() -> None:
-        nonlocal interrupts
-        interrupts += 1
-        if interrupts > 1:
-            raise KeyboardInterrupt  # out of the loop: give up on a clean stop
-        task.cancel()
-
-    try:
-        loop.add_signal_handler(signal.SIGINT, on_sigint)
-        installed = True
-    except (NotImplementedError, RuntimeError, ValueError):  # Windows, or not the main thread
-        installed = False
-    try:
-        return await coro
-    except asyncio.CancelledError:
-        if interrupts:
-            raise _Interrupted from None
-        raise
-    finally:
-        if installed:
-            loop.remove_signal_handler(signal.SIGINT)
-
-
-def _resume_header(console: Console, record: RunRecord, graph: WorkflowGraph, done: int) -> None:
-    todo = len(graph) - done
-    if record.status == "succeeded":
-        what = "it succeeded; nothing to run"
-    else:
-        what = f"{done} of {len(graph)} nodes recorded done, {todo} to run"
-    console.print(
-        Text(
-            f"Resuming {record.workflow_id} (graph {record.graph_name!r}, {record.status}): {what}"
-        ),
-        soft_wrap=True,
-    )
-    if record.status == "running":
-        console.print(
-            Text(
-                "note: this run is marked running: its process died, or it is still running "
-                "elsewhere (then both would run the same nodes)",
-                style="yellow",
-            ),
-            soft_wrap=True,
-        )
-
-
-def _report_result(
-    console: Console,
-    result: WorkflowResult,
-    progress: RunProgress,
-    *,
-    source: str,
-    db: Path | None,
-) -> None:
-    names = list(result.results)
-    if len(names) > MAX_TABLE_ROWS:
-        names = [n for n in names if result.results[n]["status"] != "success"][:MAX_TABLE_ROWS]
-    console.print()
-    console.print(node_table(names, result.results))
-    hidden = len(result.results) - len(names)
-    if hidden:
-        console.print(
-            Text(f"({hidden} more nodes not listed: heddle show {result.workflow_id})", style="dim")
-        )
-    counts = {"success": 0, "failed": 0, "skipped": 0}
-    for node in result.results.values():
-        counts[node["status"]] += 1
-    parts = [f"{counts['success']} done"]
-    parts += [f"{counts[s]} {s}" for s in ("failed", "skipped") if counts[s]]
-    if progress.retries:
-        parts.append(f"{progress.retries} retr{'y' if progress.retries == 1 else 'ies'}")
-    line = Text()
-    line.append(f"workflow {result.workflow_id} ")
-    line.append(result.status, style=STATUS_STYLES[result.status])
-    line.append(f" in {format_duration(result.duration)}: {', '.join(parts)}")
-    console.print(line, soft_wrap=True)
-    wid, db_args = result.workflow_id, _db_args(db)
-    if not result.ok:
-        console.print(
-            Text(f"  resume it:   heddle resume {wid} {shlex.quote(source)}{db_args}"),
-            soft_wrap=True,
-        )
-    console.print(Text(f"  inspect it:  heddle show {wid}{db_args}"), soft_wrap=True)
-
-
-def _run_and_report(
-    ctx: click.Context,
-    graph: WorkflowGraph,
-    source: str,
-    *,
-    db: Path | None,
-    max_concurrent: int,
-    workflow_id: str,
-    input: Any = None,
-    resume: bool = False,
-    force: bool = False,
-) -> WorkflowResult:
-    if resume:
-        _require_database(_db_path(db), workflow_id)
-    console = make_console()
-    try:
-        with _heddle_logging(_debug(ctx)):
-            result, progress = asyncio.run(
-                _interruptible(
-                    _follow(
-                        console,
-                        graph,
-                        db=db,
-                        max_concurrent=max_concurrent,
-                        workflow_id=workflow_id,
-                        input=input,
-                        resume=resume,
-                        force=force,
-                    )
-                )
-            )
-    except (KeyboardInterrupt, _Interrupted):
-        raise CLIError(
-            f"interrupted; workflow {workflow_id} is recorded as cancelled; resume it with: "
-            f"heddle resume {workflow_id} {shlex.quote(source)}{_db_args(db)}",
-            exit_code=EXIT_INTERRUPTED,
-        ) from None
-    _report_result(console, result, progress, source=source, db=db)
-    return result
-
-
 MAX_CONCURRENT_OPTION = click.option(
     "--max-concurrent",
     type=click.IntRange(min=1),
@@ -374,10 +136,10 @@ def run(
     Exits 1 if the run fails; `heddle resume` finishes it later.
     """
     graph, source = load_graph(file)
-    result = _run_and_report(
-        ctx,
+    result = run_and_report(
         graph,
         _source_text(source),
+        debug=_debug(ctx),
         db=db,
         max_concurrent=max_concurrent,
         workflow_id=workflow_id or new_workflow_id(),
@@ -408,10 +170,10 @@ def resume(
     FILE.py must have the recorded structure unless --force is given.
     """
     graph, source = load_graph(file)
-    result = _run_and_report(
-        ctx,
+    result = run_and_report(
         graph,
         _source_text(source),
+        debug=_debug(ctx),
         db=db,
         max_concurrent=max_concurrent,
         workflow_id=run_id,
@@ -440,12 +202,6 @@ def _run_json(record: RunRecord, path: Path) -> dict[str, Any]:
     }
 
 
-def _require_database(path: Path, run_id: str) -> None:
-    """Reading a run must not create an empty database as a side effect."""
-    if not path.exists():
-        raise RunNotFoundError(run_id, f"{path} (no such database)")
-
-
 async def _read_runs(path: Path, limit: int) -> tuple[list[RunRecord], dict[str, int]]:
     async with SQLiteCheckpointer(path) as checkpointer:
         records = await checkpointer.list_runs(limit)
@@ -464,7 +220,7 @@ async def _read_runs(path: Path, limit: int) -> tuple[list[RunRecord], dict[str,
 @click.option("--json", "as_json", is_flag=True, help="Print the runs as JSON.")
 def runs(db: Path | None, limit: int, as_json: bool) -> None:
     """List recent runs, newest first."""
-    path = _db_path(db)
+    path = db_path(db)
     records, done = asyncio.run(_read_runs(path, limit)) if path.exists() else ([], {})
     if as_json:
         rows = [{**_run_json(r, path), "nodes_done": done[r.workflow_id]} for r in records]
@@ -501,8 +257,8 @@ def show(run_id: str, db: Path | None, as_json: bool) -> None:
     Every node of run RUN_ID in graph order (with no result yet: pending), with
     its status, attempts, duration and a preview of its result or error.
     """
-    path = _db_path(db)
-    _require_database(path, run_id)
+    path = db_path(db)
+    require_database(path, run_id)
     record, results, events = asyncio.run(_read_run(path, run_id))
     if as_json:
         nodes = []
@@ -538,7 +294,7 @@ def show(run_id: str, db: Path | None, as_json: bool) -> None:
     console.print(node_table(record.nodes, results))
     if record.status != "succeeded":
         console.print(
-            Text(f"resume it: heddle resume {record.workflow_id} FILE.py[:VAR]{_db_args(db)}"),
+            Text(f"resume it: heddle resume {record.workflow_id} FILE.py[:VAR]{db_args(db)}"),
             soft_wrap=True,
         )
 
@@ -576,10 +332,10 @@ def demo(ctx: click.Context, db: Path | None) -> None:
     console = make_console()
     console.print(Text(bundled.INTRO), soft_wrap=True)
     console.print()
-    result = _run_and_report(
-        ctx,
+    result = run_and_report(
         bundled.build_graph(),
         f"{bundled.__file__}:build_graph",
+        debug=_debug(ctx),
         db=db,
         max_concurrent=4,
         workflow_id=new_workflow_id(),
