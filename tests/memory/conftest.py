@@ -1,19 +1,38 @@
-"""Fixtures for the memory tests: each store kind, opened in the test's temp dir."""
+"""Fixtures for the memory tests: each store kind, opened in the test's temp dir.
+
+The ``redis`` kind needs the Redis server of ``HEDDLE_TEST_REDIS_URL`` (default
+``redis://127.0.0.1:6379/0``): without it those tests skip, or fail when
+``HEDDLE_REQUIRE_SERVICES`` is set (tests/conftest.py). Each test gets its own
+key namespace, deleted afterwards.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import hashlib
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from heddle.memory import FileStore, InMemoryStore, MemoryStore, SQLiteStore
+from heddle.memory import FileStore, InMemoryStore, MemoryStore, RedisStore, SQLiteStore
 
-STORE_KINDS = ["sqlite", "file", "memory"]
+STORE_KINDS = ["sqlite", "file", "memory", "redis"]
 PERSISTENT_KINDS = ["sqlite", "file"]
 
+REDIS_URL = os.environ.get("HEDDLE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+# Every namespace this session creates starts with it, so cleaning up is one SCAN.
+REDIS_PREFIX = f"heddle-test-{uuid.uuid4().hex[:12]}"
 
 StoreFactory = Callable[[str, Path], MemoryStore]
+
+_redis_problem: list[str] = []  # why Redis is unusable, once known; [""] when it is fine
+
+
+def redis_namespace(where: Path) -> str:
+    """The namespace of the Redis store "under" ``where`` (so reopening finds the same data)."""
+    return f"{REDIS_PREFIX}-{hashlib.sha1(str(where).encode()).hexdigest()[:16]}"
 
 
 def _make_store(kind: str, where: Path) -> MemoryStore:
@@ -21,7 +40,49 @@ def _make_store(kind: str, where: Path) -> MemoryStore:
         return SQLiteStore(where / "memory.db")
     if kind == "file":
         return FileStore(where / "files")
+    if kind == "redis":
+        return RedisStore(REDIS_URL, namespace=redis_namespace(where))
     return InMemoryStore()
+
+
+def _check_redis() -> str:
+    try:
+        import redis
+    except ImportError:
+        return "the redis package is not installed (pip install heddle[redis])"
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2, socket_timeout=2)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        return f"no Redis server at {REDIS_URL}: {exc}"
+    finally:
+        client.close()
+    return ""
+
+
+def _delete_namespace(prefix: str) -> None:
+    import redis
+
+    with redis.Redis.from_url(REDIS_URL, socket_timeout=5) as client:
+        doomed = list(client.scan_iter(match=f"{prefix}*", count=1000))
+        if doomed:
+            client.unlink(*doomed)
+
+
+@pytest.fixture
+def redis_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """The test Redis server's URL; skips (or fails in CI) without one; deletes the test's keys."""
+    if not _redis_problem:
+        _redis_problem.append(_check_redis())
+    if _redis_problem[0]:
+        # Every conftest.py is a module named "conftest": find tests/conftest.py by its plugin.
+        root = request.config.pluginmanager.get_plugin(
+            str(Path(__file__).resolve().parents[1] / "conftest.py")
+        )
+        assert root is not None, "tests/conftest.py is not loaded"
+        root.service_unavailable(_redis_problem[0])
+    yield REDIS_URL
+    _delete_namespace(REDIS_PREFIX)
 
 
 @pytest.fixture
@@ -32,7 +93,9 @@ def make_store() -> StoreFactory:
 
 @pytest.fixture(params=STORE_KINDS)
 def kind(request: pytest.FixtureRequest) -> str:
-    """Each store kind in turn."""
+    """Each store kind in turn (Redis only when a server is reachable)."""
+    if request.param == "redis":
+        request.getfixturevalue("redis_url")
     return str(request.param)
 
 

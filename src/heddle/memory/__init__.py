@@ -23,6 +23,7 @@ from heddle.memory.errors import (
 )
 from heddle.memory.file_store import FileStore
 from heddle.memory.in_memory_store import InMemoryStore
+from heddle.memory.redis_store import RedisStore
 from heddle.memory.sqlite_store import SQLiteStore
 from heddle.memory.store import Lookup, MemoryStore, StoredEntry, default_store_path
 
@@ -37,6 +38,7 @@ __all__ = [
     "MemoryEntry",
     "MemoryStore",
     "MemoryStoreError",
+    "RedisStore",
     "SQLiteStore",
     "StoreClosedError",
     "StoredEntry",
