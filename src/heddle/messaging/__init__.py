@@ -14,6 +14,7 @@ from heddle.messaging.message_bus import (
     matches,
 )
 from heddle.messaging.recording import RecordingBus
+from heddle.messaging.redis_bus import RedisMessageBus
 
 __all__ = [
     "BusStatistics",
@@ -22,6 +23,7 @@ __all__ = [
     "EventType",
     "MessageBus",
     "RecordingBus",
+    "RedisMessageBus",
     "SubscriptionId",
     "matches",
 ]
