@@ -278,3 +278,28 @@ def test_bad_settings_are_refused(kwargs: dict[str, str], parameter: str) -> Non
     with pytest.raises(ConfigurationError) as caught:
         RedisStore(**kwargs)
     assert caught.value.parameter == parameter
+
+
+def test_heddle_imports_without_redis_and_names_the_extra_when_used() -> None:
+    """Without redis, heddle imports; building a Redis object says pip install heddle[redis]."""
+    code = textwrap.dedent(
+        """
+        import sys
+        sys.modules["redis"] = None  # as if not installed
+        import heddle, heddle.memory, heddle.messaging, heddle.distributed
+        from heddle.memory import RedisStore
+        from heddle.messaging import RedisMessageBus
+        from heddle.distributed import RedisCircuitBreakers
+        for make in (RedisStore, lambda: RedisMessageBus(), lambda: RedisCircuitBreakers()):
+            try:
+                make()
+            except ImportError as exc:
+                assert "pip install heddle[redis]" in str(exc), exc
+            else:
+                raise AssertionError("no ImportError")
+        print("ok")
+        """
+    )
+    proc = python(code, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, err = proc.communicate(timeout=60)
+    assert (proc.returncode, out) == (0, "ok\n"), err

@@ -1,0 +1,265 @@
+"""RedisCircuitBreakers: one circuit breaker per agent, shared by every process through Redis.
+
+The state machine is :class:`~heddle.workflows.resilience.CircuitBreaker`'s
+(closed -> open after ``failure_threshold`` consecutive failures; open
+rejects calls for ``recovery_timeout`` seconds; then half-open lets exactly
+one trial call through; its success closes the breaker, its failure re-opens
+it; a late success while open changes nothing). Here each transition is one
+Lua script, which Redis runs with nothing interleaved, so processes never
+disagree: of any number of callers in any number of processes, exactly one
+gets the half-open trial. Times come from the Redis server's clock (``TIME``),
+not from the processes', so machines with skewed clocks still agree on when
+the recovery timeout is over.
+
+One hash per agent, ``{namespace}:breaker:{agent}``, with fields ``state``,
+``failures``, ``opened_at`` and ``trial_at`` (server microseconds). A closed
+breaker without failures has no key at all: Redis holds only agents that
+are failing.
+
+One thing a shared breaker needs that an in-process one does not: a process
+can die while it holds the half-open trial. Its slot is given to the next
+caller once ``trial_timeout`` seconds pass without a verdict, so a crash
+cannot leave the breaker rejecting forever.
+
+All processes sharing a namespace should use the same ``failure_threshold``
+and ``recovery_timeout``: each call applies its own process's settings.
+"""
+
+from __future__ import annotations
+
+import math
+from types import TracebackType
+from typing import Self
+
+from heddle._redis import LoopClients, Script, check_namespace, check_url, import_redis, redacted
+from heddle.core.errors import CircuitBreakerOpen, ConfigurationError
+from heddle.workflows.resilience import CircuitBreaker, CircuitState
+
+__all__ = ["RedisCircuitBreakers"]
+
+DEFAULT_URL = "redis://127.0.0.1:6379/0"
+
+_NOW = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+"""
+
+# KEYS: breaker. ARGV: recovery timeout (us), trial timeout (us).
+# Returns {0} allowed, {1} allowed and now half-open, {-1, us} rejected.
+_ACQUIRE = Script(
+    """
+local h = redis.call('HMGET', KEYS[1], 'state', 'opened_at', 'trial_at')
+local state = h[1]
+if not state or state == 'closed' then
+    return {0}
+end"""
+    + _NOW
+    + """
+if state == 'open' then
+    local remaining = tonumber(h[2]) + tonumber(ARGV[1]) - now
+    if remaining > 0 then
+        return {-1, remaining}
+    end
+    redis.call('HSET', KEYS[1], 'state', 'half_open', 'trial_at', now)
+    return {1}
+end
+local trial = tonumber(h[3]) or 0
+if trial > 0 and now - trial < tonumber(ARGV[2]) then
+    return {-1, 0}
+end
+redis.call('HSET', KEYS[1], 'trial_at', now)
+return {0}
+"""
+)
+
+# KEYS: breaker. Returns 1 if the breaker closed.
+_SUCCESS = Script(
+    """
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state or state == 'open' then
+    return 0
+end
+redis.call('DEL', KEYS[1])
+if state == 'half_open' then
+    return 1
+end
+return 0
+"""
+)
+
+# KEYS: breaker. ARGV: failure threshold. Returns 1 if the breaker opened.
+_FAILURE = Script(
+    """
+local h = redis.call('HMGET', KEYS[1], 'state', 'failures')
+local state = h[1] or 'closed'
+local failures = (tonumber(h[2]) or 0) + 1
+if state == 'half_open' or (state == 'closed' and failures >= tonumber(ARGV[1])) then"""
+    + _NOW
+    + """
+    redis.call('HSET', KEYS[1], 'state', 'open', 'failures', failures,
+               'opened_at', now, 'trial_at', 0)
+    return 1
+end
+redis.call('HSET', KEYS[1], 'state', state, 'failures', failures)
+return 0
+"""
+)
+
+# KEYS: breaker.
+_RELEASE = Script(
+    """
+if redis.call('HGET', KEYS[1], 'state') == 'half_open' then
+    redis.call('HSET', KEYS[1], 'trial_at', 0)
+end
+return 0
+"""
+)
+
+# KEYS: breaker. Returns 1 if the breaker was not closed.
+_RESET = Script(
+    """
+local state = redis.call('HGET', KEYS[1], 'state')
+redis.call('DEL', KEYS[1])
+if state and state ~= 'closed' then
+    return 1
+end
+return 0
+"""
+)
+
+
+class RedisCircuitBreakers:
+    """Per-agent circuit breakers kept in Redis: a
+    :class:`~heddle.workflows.CircuitBreakers` registry that every worker
+    process (on any machine) shares.
+
+    ::
+
+        breakers = RedisCircuitBreakers("redis://redis.internal:6379/0")
+        executor = WorkflowExecutor(circuit_breakers=breakers)
+
+    ``failure_threshold`` and ``recovery_timeout`` mean what they mean for
+    :class:`~heddle.workflows.CircuitBreaker`; ``trial_timeout`` is how long
+    a half-open trial call may go without a verdict before its slot goes to
+    the next caller (its process may have died). ``namespace`` prefixes the
+    keys. Connections open on first use; :meth:`aclose` closes them (the
+    object stays usable and reconnects). Needs ``pip install heddle[redis]``.
+    Redis errors propagate as redis-py's ``RedisError``.
+    """
+
+    __slots__ = (
+        "_clients",
+        "_namespace",
+        "_recovery_us",
+        "_trial_us",
+        "failure_threshold",
+        "recovery_timeout",
+        "trial_timeout",
+    )
+
+    def __init__(
+        self,
+        url: str = DEFAULT_URL,
+        *,
+        failure_threshold: int = 5,
+        recovery_timeout: float = 30.0,
+        trial_timeout: float = 300.0,
+        namespace: str = "heddle",
+    ) -> None:
+        import_redis()  # fail now, with the install hint
+        # The pure breaker validates the two settings they share.
+        CircuitBreaker("-", failure_threshold=failure_threshold, recovery_timeout=recovery_timeout)
+        if (
+            isinstance(trial_timeout, bool)
+            or not isinstance(trial_timeout, int | float)
+            or not math.isfinite(trial_timeout)
+            or trial_timeout <= 0
+        ):
+            raise ConfigurationError(
+                f"trial_timeout must be a finite number of seconds > 0, got {trial_timeout!r}",
+                parameter="trial_timeout",
+            )
+        self._clients = LoopClients(check_url(url))
+        self._namespace = check_namespace(namespace)
+        self.failure_threshold = failure_threshold
+        self.recovery_timeout = float(recovery_timeout)
+        self.trial_timeout = float(trial_timeout)
+        self._recovery_us = round(self.recovery_timeout * 1_000_000)
+        self._trial_us = round(self.trial_timeout * 1_000_000)
+
+    def __repr__(self) -> str:
+        return (
+            f"RedisCircuitBreakers({redacted(self._clients.url)!r}, "
+            f"failure_threshold={self.failure_threshold}, "
+            f"recovery_timeout={self.recovery_timeout:g}, namespace={self._namespace!r})"
+        )
+
+    def key(self, agent: str) -> str:
+        """The Redis key of ``agent``'s breaker."""
+        if not isinstance(agent, str):
+            raise TypeError(f"agent must be a str, got {type(agent).__name__}")
+        return f"{self._namespace}:breaker:{agent}"
+
+    async def _run(self, script: Script, agent: str, *args: int) -> list[int] | int:
+        key = self.key(agent)
+        result: list[int] | int = await script(await self._clients.get(), [key], args)
+        return result
+
+    async def acquire(self, agent: str) -> CircuitState | None:
+        """Ask to call ``agent``; raise :class:`CircuitBreakerOpen` if the call may not go.
+
+        Returns ``HALF_OPEN`` when this call is the trial that the expired
+        recovery timeout let through, else None.
+        """
+        reply = await self._run(_ACQUIRE, agent, self._recovery_us, self._trial_us)
+        assert isinstance(reply, list)
+        if reply[0] < 0:
+            raise CircuitBreakerOpen(agent, reply[1] / 1_000_000)
+        return CircuitState.HALF_OPEN if reply[0] == 1 else None
+
+    async def record_success(self, agent: str) -> CircuitState | None:
+        """The allowed call succeeded: forget the failures; a half-open breaker closes."""
+        return CircuitState.CLOSED if await self._run(_SUCCESS, agent) == 1 else None
+
+    async def record_failure(self, agent: str) -> CircuitState | None:
+        """The allowed call failed: the threshold-th failure in a row, or a failed trial, opens."""
+        opened = await self._run(_FAILURE, agent, self.failure_threshold)
+        return CircuitState.OPEN if opened == 1 else None
+
+    async def release(self, agent: str) -> None:
+        """The allowed call was cancelled (no verdict): free a half-open trial slot."""
+        await self._run(_RELEASE, agent)
+
+    async def failures(self, agent: str) -> int:
+        """Consecutive failed calls of ``agent`` since its last success, in any process."""
+        client = await self._clients.get()
+        raw = await client.hget(self.key(agent), "failures")
+        return 0 if raw is None else int(raw)
+
+    async def state(self, agent: str) -> CircuitState:
+        """The breaker's state (an open breaker whose timeout passed reads ``OPEN``
+        until the next ``acquire()``, as for :class:`CircuitBreaker`)."""
+        client = await self._clients.get()
+        raw = await client.hget(self.key(agent), "state")
+        if raw is None:
+            return CircuitState.CLOSED
+        return CircuitState(raw.decode() if isinstance(raw, bytes) else raw)
+
+    async def reset(self, agent: str) -> CircuitState | None:
+        """Force ``agent``'s breaker closed and forget its failures, for every process."""
+        return CircuitState.CLOSED if await self._run(_RESET, agent) == 1 else None
+
+    async def aclose(self) -> None:
+        """Close this event loop's connections (idempotent; a later call reconnects)."""
+        await self._clients.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
