@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import importlib.util
 import os
 import signal
 import subprocess
@@ -39,24 +38,23 @@ NO_RETRY = RetryPolicy(max_attempts=1)
 RETRY = RetryPolicy(max_attempts=4, initial_delay=0.2, jitter=False)
 
 
-def _service_unavailable(reason: str) -> None:
-    """tests/conftest.py's helper (skip on a laptop, fail in CI), loaded by path.
+def _service_unavailable(request: pytest.FixtureRequest, reason: str) -> None:
+    """tests/conftest.py's helper: skip on a laptop, fail in CI.
 
-    ``from conftest import ...`` would get whichever conftest pytest imported last.
+    Every conftest.py is a module named "conftest": reach the root one as a plugin.
     """
-    path = Path(__file__).resolve().parents[1] / "conftest.py"
-    spec = importlib.util.spec_from_file_location("_heddle_tests_conftest", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    module.service_unavailable(reason)
+    root = request.config.pluginmanager.get_plugin(
+        str(Path(__file__).resolve().parents[1] / "conftest.py")
+    )
+    assert root is not None
+    root.service_unavailable(reason)
 
 
 @pytest.fixture(scope="module")
-def runner() -> Iterator[RayRunner]:
+def runner(request: pytest.FixtureRequest) -> Iterator[RayRunner]:
     """A runner that starts a 2-CPU local Ray once for the module and stops it after."""
     if ray is None:
-        _service_unavailable("ray is not installed (pip install 'heddle[ray]')")
+        _service_unavailable(request, "ray is not installed (pip install 'heddle[ray]')")
     if ray.is_initialized():  # pragma: no cover - someone else's cluster: leave it alone
         pytest.fail("Ray is already initialised in this test process")
     # Agents defined here travel by value: workers cannot import this test module.
@@ -65,6 +63,7 @@ def runner() -> Iterator[RayRunner]:
         env.setenv("RAY_USAGE_STATS_ENABLED", "0")
         env.setenv("RAY_DEDUP_LOGS", "0")
         runner = RayRunner(
+            "local",  # a new cluster, whatever RAY_ADDRESS says
             num_actors=2,
             max_concurrency=50,
             init_kwargs={
@@ -77,7 +76,7 @@ def runner() -> Iterator[RayRunner]:
             runner.start()
         except Exception as exc:
             ray.shutdown()
-            _service_unavailable(f"Ray could not start a local cluster: {exc!r}")
+            _service_unavailable(request, f"Ray could not start a local cluster: {exc!r}")
         yield runner
         runner.shutdown()
     assert not ray.is_initialized(), "the runner started Ray, so its shutdown stops it"
@@ -290,6 +289,10 @@ async def test_stateful_agent_keeps_its_state_on_its_own_actor(runner: RayRunner
     assert counts == [1, 2, 3, 4]
     assert len(pids) == 1 and os.getpid() not in pids
     assert tally.calls == 0
+    assert runner.release(tally) is True
+    assert runner.release(tally) is False  # it has no actor any more
+    third = await executor.execute(g, input="c")
+    assert [third.content(n)[0] for n in ("x", "y")] == [1, 2]  # a new actor, a new copy
 
 
 async def test_plain_functions_spread_over_the_pool(runner: RayRunner) -> None:

@@ -14,7 +14,8 @@ Ray *actor*:
 * **Stateful agents** (objects with ``arun``/``run``, callable objects, bound
   methods) get one dedicated actor each, holding a copy of the object made on
   first use: its state persists from call to call *on the actor*; the
-  driver's object is not updated.
+  driver's object is not updated. The actor lives until the runner closes
+  or :meth:`RayRunner.release` is called with the object.
 * A function is pickled (cloudpickle) once per runner and unpickled once per
   actor; an agent that cannot be pickled, or whose code cannot be loaded on
   the worker, fails with :class:`AgentNotSerializable` naming it.
@@ -335,6 +336,22 @@ class RayRunner:
             if self._owns_ray:
                 self._owns_ray = False
                 ray.shutdown()
+
+    def release(self, agent: object) -> bool:
+        """Kill the dedicated actor of a stateful ``agent``; False if it has none.
+
+        Each stateful agent object keeps an actor process until the runner
+        closes: release objects made per request, or reuse them. A later call
+        of the object starts a new actor from the object as it is then.
+        """
+        owner = agent.__self__ if inspect.ismethod(agent) else agent
+        with self._lock:
+            owned = self._owned.pop(id(owner), None)
+        if owned is None or owned.owner is not owner:
+            return False
+        with contextlib.suppress(Exception):  # already dead, or Ray going away
+            self._ray.kill(owned.actor.handle, no_restart=True)
+        return True
 
     async def aclose(self) -> None:
         """:meth:`shutdown` without blocking the event loop."""
