@@ -204,3 +204,19 @@ def test_event_types_are_the_documented_lifecycle() -> None:
         "circuit.closed",
         "workflow.finished",
     ]
+
+
+async def test_a_bus_that_raises_does_not_fail_the_run(caplog: pytest.LogCaptureFixture) -> None:
+    """A bus outage is logged once per run; the work it observes carries on."""
+
+    class DownBus(MessageBus):
+        async def publish(self, event: Event) -> None:
+            raise ConnectionError("redis is down")
+
+    g = WorkflowGraph("g").add_node("a", echo).add_node("b", echo).add_edge("a", "b")
+    result = await WorkflowExecutor(bus=DownBus()).execute(g, input=1, workflow_id="w-down")
+    assert result.ok
+    warnings = [r for r in caplog.records if "could not publish" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "w-down" in warnings[0].getMessage()
+    assert "ConnectionError: redis is down" in warnings[0].getMessage()

@@ -420,12 +420,27 @@ class _Run:
         self.bus = executor.bus
         self.checkpointer = executor.checkpointer
         self.observe = self.bus is not None or self.checkpointer is not None
+        self.lost_events = 0  # events the bus refused (it raised on publish)
         self.preloaded = preloaded
 
     async def emit(self, event_type: EventType, **payload: Any) -> None:
         event = Event(event_type, payload, source="executor", workflow_id=self.context.workflow_id)
         if self.bus is not None:
-            await self.bus.publish(event)
+            try:
+                await self.bus.publish(event)
+            except Exception as exc:
+                # Events are observations: a bus that is down (a Redis outage) must not
+                # fail the work it observes. Say so once per run, then count quietly.
+                self.lost_events += 1
+                if self.lost_events == 1:
+                    logger.warning(
+                        "workflow %r: could not publish %s on %r (%s); the run goes on, "
+                        "further publish failures of this run are not logged",
+                        self.context.workflow_id,
+                        event.event_type,
+                        self.bus,
+                        _error_text(exc),
+                    )
         if self.checkpointer is not None:
             await self.checkpointer.add_event(self.context.workflow_id, event.to_dict())
 
