@@ -25,6 +25,7 @@ class CountingRunner:
 
     def __init__(self) -> None:
         self.sessions = 0
+        self.started = 0
         self.calls: list[str] = []
         self.closed = 0
 
@@ -34,7 +35,11 @@ class CountingRunner:
         outer = self
 
         class Session:
+            async def start(self) -> None:
+                outer.started += 1
+
             async def call(self, spec: AgentSpec, task: Any) -> Any:
+                assert outer.started == outer.sessions, "call before the session started"
                 outer.calls.append(spec.name)
                 return await inner.call(spec, task)
 
@@ -46,13 +51,13 @@ class CountingRunner:
 
 
 async def test_a_custom_runner_performs_every_attempt_in_one_session_per_run() -> None:
-    """Each execution opens one session, routes each attempt through it, and closes it."""
+    """Each execution opens and starts one session, routes each attempt through it, closes it."""
     runner = CountingRunner()
     g = WorkflowGraph("g").add_node("a", echo).add_node("b", echo).add_edge("a", "b")
     ex = WorkflowExecutor(runner=runner)
     await ex.execute(g, input=1)
     await ex.execute(g, input=2)
-    assert runner.sessions == runner.closed == 2
+    assert runner.sessions == runner.started == runner.closed == 2
     assert runner.calls == ["echo"] * 4
 
 

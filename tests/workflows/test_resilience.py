@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from heddle import CircuitBreaker, CircuitBreakerOpen, RetryPolicy
-from heddle.core.errors import ConfigurationError, HeddleError
+from heddle.core.errors import AgentNotSerializable, ConfigurationError, HeddleError
 from heddle.testing import FakeClock
 from heddle.workflows import CircuitState
 
@@ -62,10 +62,11 @@ def test_should_retry_respects_max_attempts_and_retry_on() -> None:
     assert not policy.should_retry(ValueError("x"), attempt=1)
 
 
-def test_circuit_breaker_open_is_never_retried() -> None:
-    """An open breaker's rejection is not retried even when retry_on covers it."""
+def test_failures_another_attempt_cannot_fix_are_never_retried() -> None:
+    """An open breaker's rejection and an unpicklable agent are not retried, whatever retry_on."""
     policy = RetryPolicy(max_attempts=5, retry_on=(Exception,))
     assert not policy.should_retry(CircuitBreakerOpen("a", 1.0), attempt=1)
+    assert not policy.should_retry(AgentNotSerializable("a", "holds a lock"), attempt=1)
 
 
 def test_single_exception_class_is_accepted_for_retry_on() -> None:

@@ -2,6 +2,7 @@
 
 from heddle.core.container import Container, get_container, reset_container
 from heddle.core.errors import (
+    AgentNotSerializable,
     CheckpointError,
     CircuitBreakerOpen,
     ConfigurationError,
@@ -20,6 +21,7 @@ from heddle.core.errors import (
 from heddle.core.paths import heddle_home
 
 __all__ = [
+    "AgentNotSerializable",
     "CheckpointError",
     "CircuitBreakerOpen",
     "ConfigurationError",

@@ -8,6 +8,7 @@ keeps working for code that does not know heddle::
     ├── ConfigurationError (ValueError)      bad argument to a heddle object
     ├── GraphValidationError (ValueError)    the graph cannot run as built
     ├── InvalidAgentError (TypeError)        add_node() got something that is not an agent
+    ├── AgentNotSerializable (TypeError)     an agent or task cannot travel to a Ray worker
     ├── NodeTimeoutError (TimeoutError)      one attempt of a node overran its timeout
     ├── CircuitBreakerOpen                   the agent's breaker rejected the call
     ├── CheckpointError                      a durable run could not be recorded or read
@@ -27,8 +28,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 __all__ = [
+    "AgentNotSerializable",
     "CheckpointError",
     "CircuitBreakerOpen",
     "ConfigurationError",
@@ -191,3 +194,20 @@ class CorruptStoreError(MemoryStoreError):
 
 class StoreClosedError(MemoryStoreError, RuntimeError):
     """A store or an :class:`~heddle.memory.AgentMemory` was used after ``aclose()``."""
+
+
+class AgentNotSerializable(HeddleError, TypeError):
+    """An agent, or a node's task, could not be pickled to or loaded on a Ray worker.
+
+    ``agent`` is the agent's name. The usual causes: the agent holds a lock, a
+    socket or an open file; or its module is not importable on the cluster
+    (ship it with ``init_kwargs={"runtime_env": {"py_modules": [...]}}``).
+    """
+
+    def __init__(self, agent: str, message: str) -> None:
+        super().__init__(message)
+        self.agent = agent
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Raised inside actors too: it must survive the trip back to the driver.
+        return (type(self), (self.agent, str(self)))

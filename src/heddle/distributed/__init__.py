@@ -8,7 +8,8 @@ a runner is built, so this package imports without the ``heddle[ray]`` extra.
 the ``heddle[redis]`` extra only once built.
 """
 
-from heddle.distributed.ray_runner import AgentNotSerializable, RayRunner
+from heddle.core.errors import AgentNotSerializable
+from heddle.distributed.ray_runner import RayRunner
 from heddle.distributed.redis_breakers import RedisCircuitBreakers
 
 __all__ = ["AgentNotSerializable", "RayRunner", "RedisCircuitBreakers"]

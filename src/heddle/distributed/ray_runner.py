@@ -51,7 +51,7 @@ from dataclasses import dataclass
 from typing import Any, Self
 
 from heddle.agents import AgentSpec, await_if_needed
-from heddle.core.errors import ConfigurationError, HeddleError
+from heddle.core.errors import AgentNotSerializable, ConfigurationError
 
 __all__ = ["AgentNotSerializable", "RayRunner"]
 
@@ -67,23 +67,6 @@ def _import_ray() -> Any:
     except ImportError as exc:
         raise ImportError(f"{_INSTALL_HINT} ({exc})", name="ray") from exc
     return ray
-
-
-class AgentNotSerializable(HeddleError, TypeError):
-    """An agent, or a node's task, could not be pickled to or loaded on a Ray worker.
-
-    ``agent`` is the agent's name. The usual causes: the agent holds a lock, a
-    socket or an open file; or its module is not importable on the cluster
-    (ship it with ``init_kwargs={"runtime_env": {"py_modules": [...]}}``).
-    """
-
-    def __init__(self, agent: str, message: str) -> None:
-        super().__init__(message)
-        self.agent = agent
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        # Raised inside actors too: it must survive the trip back to the driver.
-        return (type(self), (self.agent, str(self)))
 
 
 def _dumps(obj: object, agent: str) -> bytes:
@@ -453,6 +436,11 @@ class _RaySession:
 
     def __init__(self, runner: RayRunner) -> None:
         self._runner = runner
+
+    async def start(self) -> None:
+        # Connect and wait for the pool before the run's first attempt, so Ray's
+        # start-up never eats into a node's timeout. Blocking work: off the loop.
+        await asyncio.to_thread(self._runner.start)
 
     async def call(self, spec: AgentSpec, task: Any) -> Any:
         return await self._runner.call(spec, task)

@@ -483,6 +483,7 @@ class _Run:
             return
         self.session = self.executor.runner.open(self.executor.max_concurrent)
         try:
+            await self.session.start()
             try:
                 async with asyncio.TaskGroup() as tg:
                     for _ in range(self.workers):

@@ -19,11 +19,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from heddle.core.errors import CircuitBreakerOpen, ConfigurationError
+from heddle.core.errors import AgentNotSerializable, CircuitBreakerOpen, ConfigurationError
 
 __all__ = ["CircuitBreaker", "CircuitState", "RetryPolicy"]
 
 Clock = Callable[[], float]
+
+# Failures that another attempt cannot fix: calling again is what an open breaker
+# forbids, and an agent that cannot be pickled will not become picklable.
+_NEVER_RETRIED = (CircuitBreakerOpen, AgentNotSerializable)
 
 
 def _check_number(name: str, value: float, *, minimum: float, exclusive: bool = False) -> None:
@@ -43,8 +47,8 @@ class RetryPolicy:
     ``min(max_delay, initial_delay * multiplier ** (n - 1))``; with
     ``jitter=True`` it is drawn uniformly from ``[0, that]`` ("full jitter",
     which spreads out clients that failed together). Only exceptions that are
-    instances of ``retry_on`` are retried; :class:`CircuitBreakerOpen` never
-    is, since calling again is exactly what an open breaker forbids.
+    instances of ``retry_on`` are retried; :class:`CircuitBreakerOpen` and
+    :class:`AgentNotSerializable` never are: another attempt cannot succeed.
 
     >>> RetryPolicy(initial_delay=1.0, multiplier=2.0, max_delay=5.0, jitter=False).delay(4)
     5.0
@@ -98,7 +102,7 @@ class RetryPolicy:
 
     def should_retry(self, exc: BaseException, attempt: int) -> bool:
         """Whether a call that failed with ``exc`` on attempt ``attempt`` gets another try."""
-        if attempt >= self.max_attempts or isinstance(exc, CircuitBreakerOpen):
+        if attempt >= self.max_attempts or isinstance(exc, _NEVER_RETRIED):
             return False
         return isinstance(exc, self.retry_on)
 

@@ -27,6 +27,9 @@ __all__ = ["LocalRunner", "Runner", "RunnerSession"]
 class RunnerSession(Protocol):
     """Agent calls of one execution."""
 
+    async def start(self) -> None:
+        """Get ready before the first attempt (connect, start workers), outside any timeout."""
+
     async def call(self, spec: AgentSpec, task: Any) -> Any:
         """Run one attempt of ``spec`` on ``task``; cancellable; raises what the agent raised."""
 
@@ -63,6 +66,9 @@ class _LocalSession:
     def __init__(self, max_concurrent: int) -> None:
         self._max = max_concurrent
         self._pool: ThreadPoolExecutor | None = None  # only if a sync agent runs
+
+    async def start(self) -> None:
+        pass  # the pool starts with the first sync call, if any
 
     async def call(self, spec: AgentSpec, task: Any) -> Any:
         if spec.is_async:
