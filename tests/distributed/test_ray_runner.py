@@ -38,23 +38,11 @@ NO_RETRY = RetryPolicy(max_attempts=1)
 RETRY = RetryPolicy(max_attempts=4, initial_delay=0.2, jitter=False)
 
 
-def _service_unavailable(request: pytest.FixtureRequest, reason: str) -> None:
-    """tests/conftest.py's helper: skip on a laptop, fail in CI.
-
-    Every conftest.py is a module named "conftest": reach the root one as a plugin.
-    """
-    root = request.config.pluginmanager.get_plugin(
-        str(Path(__file__).resolve().parents[1] / "conftest.py")
-    )
-    assert root is not None
-    root.service_unavailable(reason)
-
-
 @pytest.fixture(scope="module")
-def runner(request: pytest.FixtureRequest) -> Iterator[RayRunner]:
+def runner(service_unavailable: Callable[[str], None]) -> Iterator[RayRunner]:
     """A runner that starts a 2-CPU local Ray once for the module and stops it after."""
     if ray is None:
-        _service_unavailable(request, "ray is not installed (pip install 'heddle[ray]')")
+        service_unavailable("ray is not installed (pip install 'heddle[ray]')")
     if ray.is_initialized():  # pragma: no cover - someone else's cluster: leave it alone
         pytest.fail("Ray is already initialised in this test process")
     # Agents defined here travel by value: workers cannot import this test module.
@@ -76,7 +64,7 @@ def runner(request: pytest.FixtureRequest) -> Iterator[RayRunner]:
             runner.start()
         except Exception as exc:
             ray.shutdown()
-            _service_unavailable(request, f"Ray could not start a local cluster: {exc!r}")
+            service_unavailable(f"Ray could not start a local cluster: {exc!r}")
         yield runner
         runner.shutdown()
     assert not ray.is_initialized(), "the runner started Ray, so its shutdown stops it"

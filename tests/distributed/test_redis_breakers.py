@@ -13,7 +13,7 @@ import subprocess
 import sys
 import textwrap
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -34,36 +34,10 @@ REDIS_URL = os.environ.get("HEDDLE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 SRC = Path(__file__).resolve().parents[2] / "src"
 
 
-def _unreachable() -> str:
-    try:
-        with redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2, socket_timeout=2) as r:
-            r.ping()
-    except redis.RedisError as exc:
-        return f"no Redis server at {REDIS_URL}: {exc}"
-    return ""
-
-
-def _delete(namespace: str) -> None:
-    with redis.Redis.from_url(REDIS_URL, socket_timeout=5) as r:
-        doomed = list(r.scan_iter(match=f"{namespace}:*", count=1000))
-        if doomed:
-            r.unlink(*doomed)
-
-
 @pytest.fixture
-def namespace(request: pytest.FixtureRequest) -> Iterator[str]:
-    """A fresh namespace on the test Redis, deleted after; skips (fails in CI) without Redis."""
-    problem = _unreachable()
-    if problem:
-        # Every conftest.py is a module named "conftest": reach tests/conftest.py as a plugin.
-        root = request.config.pluginmanager.get_plugin(
-            str(Path(__file__).resolve().parents[1] / "conftest.py")
-        )
-        assert root is not None
-        root.service_unavailable(problem)
-    name = f"heddle-test-{uuid.uuid4().hex}"
-    yield name
-    _delete(name)
+def namespace(redis_namespace: str) -> str:
+    """A fresh namespace on the test Redis, deleted after the test."""
+    return redis_namespace
 
 
 @pytest.fixture

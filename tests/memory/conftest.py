@@ -27,8 +27,6 @@ REDIS_PREFIX = f"heddle-test-{uuid.uuid4().hex[:12]}"
 
 StoreFactory = Callable[[str, Path], MemoryStore]
 
-_redis_problem: list[str] = []  # why Redis is unusable, once known; [""] when it is fine
-
 
 def redis_namespace(where: Path) -> str:
     """The namespace of the Redis store "under" ``where`` (so reopening finds the same data)."""
@@ -45,21 +43,6 @@ def _make_store(kind: str, where: Path) -> MemoryStore:
     return InMemoryStore()
 
 
-def _check_redis() -> str:
-    try:
-        import redis
-    except ImportError:
-        return "the redis package is not installed (pip install heddle[redis])"
-    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2, socket_timeout=2)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        return f"no Redis server at {REDIS_URL}: {exc}"
-    finally:
-        client.close()
-    return ""
-
-
 def _delete_namespace(prefix: str) -> None:
     import redis
 
@@ -70,18 +53,9 @@ def _delete_namespace(prefix: str) -> None:
 
 
 @pytest.fixture
-def redis_url(request: pytest.FixtureRequest) -> Iterator[str]:
-    """The test Redis server's URL; skips (or fails in CI) without one; deletes the test's keys."""
-    if not _redis_problem:
-        _redis_problem.append(_check_redis())
-    if _redis_problem[0]:
-        # Every conftest.py is a module named "conftest": find tests/conftest.py by its plugin.
-        root = request.config.pluginmanager.get_plugin(
-            str(Path(__file__).resolve().parents[1] / "conftest.py")
-        )
-        assert root is not None, "tests/conftest.py is not loaded"
-        root.service_unavailable(_redis_problem[0])
-    yield REDIS_URL
+def redis_url(redis_server: str) -> Iterator[str]:
+    """The test Redis server's URL (skips, or fails in CI, without one); deletes the keys after."""
+    yield redis_server
     _delete_namespace(REDIS_PREFIX)
 
 
