@@ -27,6 +27,7 @@ test: lint
 	$(BIN)/pytest --cov --cov-report=term
 
 bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[test,redis,ray,bench]'
 	$(BIN)/python -m bench
 
 clean:
