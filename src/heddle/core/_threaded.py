@@ -6,15 +6,16 @@ import asyncio
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from types import TracebackType
 from typing import Self, TypeVar
+
+from heddle.core._resource import AsyncResource
 
 __all__ = ["ThreadConfined"]
 
 T = TypeVar("T")
 
 
-class ThreadConfined:
+class ThreadConfined(AsyncResource):
     """Runs every blocking call of an object on its own single worker thread.
 
     One thread per object keeps its resources (an SQLite connection, open
@@ -83,14 +84,6 @@ class ThreadConfined:
     async def __aenter__(self) -> Self:
         await self._call(self._open_sync)
         return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     def __repr__(self) -> str:
         state = " closed" if self._closed else ""

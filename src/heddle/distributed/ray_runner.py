@@ -51,6 +51,7 @@ from dataclasses import dataclass
 from typing import Any, Self
 
 from heddle.agents import AgentSpec, await_if_needed
+from heddle.core._resource import AsyncResource
 from heddle.core.errors import AgentNotSerializable, ConfigurationError
 
 __all__ = ["AgentNotSerializable", "RayRunner"]
@@ -186,7 +187,7 @@ def _owner_and_method(spec: AgentSpec) -> tuple[object, str | None] | None:
     return spec.call, None
 
 
-class RayRunner:
+class RayRunner(AsyncResource):
     """Runs agent calls on a Ray cluster; give it to ``WorkflowExecutor(runner=...)``.
 
     ``address``: ``None`` uses Ray if this process is already connected,
@@ -339,12 +340,6 @@ class RayRunner:
     async def aclose(self) -> None:
         """:meth:`shutdown` without blocking the event loop."""
         await asyncio.to_thread(self.shutdown)
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
 
     # -- calls ---------------------------------------------------------------------------------
 

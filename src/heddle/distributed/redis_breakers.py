@@ -28,10 +28,9 @@ and ``recovery_timeout``: each call applies its own process's settings.
 from __future__ import annotations
 
 import math
-from types import TracebackType
-from typing import Self
 
 from heddle._redis import LoopClients, Script, check_namespace, check_url, import_redis, redacted
+from heddle.core._resource import AsyncResource
 from heddle.core.errors import CircuitBreakerOpen, ConfigurationError
 from heddle.workflows.resilience import CircuitBreaker, CircuitState
 
@@ -128,7 +127,7 @@ return 0
 )
 
 
-class RedisCircuitBreakers:
+class RedisCircuitBreakers(AsyncResource):
     """Per-agent circuit breakers kept in Redis: a
     :class:`~heddle.workflows.CircuitBreakers` registry that every worker
     process (on any machine) shares.
@@ -252,14 +251,3 @@ class RedisCircuitBreakers:
     async def aclose(self) -> None:
         """Close this event loop's connections (idempotent; a later call reconnects)."""
         await self._clients.aclose()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()

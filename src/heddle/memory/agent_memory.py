@@ -15,9 +15,9 @@ from collections import OrderedDict
 from collections.abc import Hashable
 from dataclasses import dataclass
 from datetime import datetime
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
+from heddle.core._resource import AsyncResource
 from heddle.core.errors import ConfigurationError
 from heddle.memory._validation import check_key, encode_metadata, encode_value, validate_agent_id
 from heddle.memory.errors import StoreClosedError
@@ -62,7 +62,7 @@ class _Cached:
     entry: StoredEntry
 
 
-class AgentMemory:
+class AgentMemory(AsyncResource):
     """The memory of one agent: JSON values under string keys, kept by a store.
 
     ``store`` defaults to an :class:`~heddle.memory.SQLiteStore` at
@@ -198,17 +198,6 @@ class AgentMemory:
         self._cache.clear()
         if self._owns:
             await self._store.aclose()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     def __repr__(self) -> str:
         return f"AgentMemory({self._agent_id!r}, store={self._store!r})"

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Hashable
-from types import TracebackType
-from typing import Self
 
+from heddle.core._resource import AsyncResource
 from heddle.memory._validation import check_key, validate_agent_id
 from heddle.memory.errors import StoreClosedError
 from heddle.memory.store import Lookup, StoredEntry, utc_from_micros
@@ -14,7 +13,7 @@ from heddle.memory.store import Lookup, StoredEntry, utc_from_micros
 __all__ = ["InMemoryStore"]
 
 
-class InMemoryStore:
+class InMemoryStore(AsyncResource):
     """A :class:`~heddle.memory.MemoryStore` that keeps everything in this process's memory.
 
     It checks agent ids and keys and round-trips values through JSON exactly
@@ -87,17 +86,6 @@ class InMemoryStore:
         """Mark the store closed (idempotent); the data is dropped."""
         self._closed = True
         self._agents.clear()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     def __repr__(self) -> str:
         state = " closed" if self._closed else ""

@@ -30,10 +30,10 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Hashable
-from types import TracebackType
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING
 
 from heddle._redis import LoopClients, Script, check_namespace, check_url, import_redis, redacted
+from heddle.core._resource import AsyncResource
 from heddle.memory._validation import check_key, validate_agent_id
 from heddle.memory.errors import MemoryStoreError, StoreClosedError
 from heddle.memory.store import Lookup, StoredEntry, utc_from_micros
@@ -109,7 +109,7 @@ def _decode_entry(raw: bytes) -> StoredEntry:
     )
 
 
-class RedisStore:
+class RedisStore(AsyncResource):
     """A :class:`~heddle.memory.MemoryStore` in Redis: every process using the same
     server and ``namespace`` shares the memory.
 
@@ -244,17 +244,6 @@ class RedisStore:
         """Close the connections (idempotent); later calls raise StoreClosedError."""
         self._closed = True
         await self._clients.aclose()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     def __repr__(self) -> str:
         state = " closed" if self._closed else ""

@@ -47,6 +47,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, NewType, cast
 
+from heddle.core._resource import AsyncResource
 from heddle.core.errors import ConfigurationError
 from heddle.messaging.events import Event
 
@@ -147,7 +148,7 @@ class _Subscription:
         self.overran = False
 
 
-class MessageBus:
+class MessageBus(AsyncResource):
     """An in-process publish/subscribe bus with a bounded, queryable history.
 
     ``max_history`` events are kept (0 keeps none); ``max_pending`` bounds each
@@ -471,12 +472,6 @@ class MessageBus:
         is what lets one bus outlive several event loops.
         """
         await self.drain()
-
-    async def __aenter__(self) -> MessageBus:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
 
     # -- inspection ----------------------------------------------------------
 

@@ -34,9 +34,10 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal, Self
+from typing import Any, Literal
 
 from heddle.agents import await_if_needed
+from heddle.core._resource import AsyncResource
 from heddle.core.errors import (
     CircuitBreakerOpen,
     ConfigurationError,
@@ -128,7 +129,7 @@ class _FailFast(Exception):
         self.node = node
 
 
-class WorkflowExecutor:
+class WorkflowExecutor(AsyncResource):
     """Runs workflow graphs with bounded concurrency, retries and circuit breakers.
 
     >>> import asyncio
@@ -369,12 +370,6 @@ class WorkflowExecutor:
         """Close the checkpointer if this executor opened it (from a path). Idempotent."""
         if self._owns_checkpointer and self.checkpointer is not None:
             await self.checkpointer.aclose()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
 
     def run(
         self, graph: WorkflowGraph, input: Any = None, *, workflow_id: str | None = None
