@@ -23,8 +23,9 @@ import time
 from collections.abc import Hashable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any, Final
 
+from heddle.core._sqlite import Synchronous, check_synchronous, connect_wal
 from heddle.core.errors import ConfigurationError
 from heddle.memory._threaded import ThreadedStore
 from heddle.memory.errors import CorruptStoreError, MemoryStoreError
@@ -32,9 +33,6 @@ from heddle.memory.store import Lookup, StoredEntry, default_store_path, utc_fro
 
 __all__ = ["SQLiteStore", "Synchronous"]
 
-Synchronous = Literal["NORMAL", "FULL"]
-
-_SQLITE_BUSY: Final = 5
 _SQLITE_CORRUPT: Final = 11
 _SQLITE_NOTADB: Final = 26
 
@@ -120,11 +118,7 @@ class SQLiteStore(ThreadedStore):
         synchronous: Synchronous = "NORMAL",
         timeout: float = 30.0,
     ) -> None:
-        if synchronous not in ("NORMAL", "FULL"):
-            raise ConfigurationError(
-                f'synchronous must be "NORMAL" or "FULL", got {synchronous!r}',
-                parameter="synchronous",
-            )
+        synchronous = check_synchronous(synchronous)
         if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout >= 0:
             raise ConfigurationError(
                 f"timeout must be a number of seconds >= 0, got {timeout!r}", parameter="timeout"
@@ -161,35 +155,18 @@ class SQLiteStore(ThreadedStore):
             raise MemoryStoreError(f"SQLite store {self._path}: {exc}", path=self._path) from exc
 
     def _connect(self) -> sqlite3.Connection:
-        self._path.parent.mkdir(parents=True, exist_ok=True)
-        deadline = time.monotonic() + self._timeout
-        while True:
-            conn = sqlite3.connect(self._path, timeout=self._timeout, isolation_level=None)
-            try:
-                self._prepare(conn)
-            except sqlite3.OperationalError as exc:
-                conn.close()
-                # Switching a new file to WAL can report "busy" without waiting
-                # while another process does the same: retry until the timeout.
-                busy = getattr(exc, "sqlite_errorcode", 0) & 0xFF == _SQLITE_BUSY
-                if busy and time.monotonic() < deadline:
-                    time.sleep(0.01)
-                    continue
-                raise
-            except BaseException:
-                conn.close()
-                raise
-            return conn
-
-    def _prepare(self, conn: sqlite3.Connection) -> None:
-        mode = conn.execute("PRAGMA journal_mode=WAL").fetchall()[0][0]
-        if str(mode).lower() != "wal":
-            raise MemoryStoreError(
-                f"SQLite store {self._path}: could not enable WAL mode (got {mode!r}); "
-                "is the file on a network file system?",
-                path=self._path,
+        try:
+            return connect_wal(
+                self._path,
+                synchronous=self._synchronous,
+                timeout=self._timeout,
+                prepare=self._prepare,
             )
-        conn.execute(f"PRAGMA synchronous={self._synchronous}")
+        except RuntimeError as exc:  # no WAL
+            raise MemoryStoreError(f"SQLite store {self._path}: {exc}", path=self._path) from exc
+
+    @staticmethod
+    def _prepare(conn: sqlite3.Connection) -> None:
         if not conn.execute(_TABLE_EXISTS).fetchall():
             conn.execute("BEGIN IMMEDIATE")
             try:

@@ -28,13 +28,13 @@ import json
 import os
 import sqlite3
 import threading
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
+from heddle.core._sqlite import Synchronous, check_synchronous, connect_wal
 from heddle.core._threaded import ThreadConfined
 from heddle.core.errors import CheckpointError, ConfigurationError, ResultNotSerializable
 from heddle.core.paths import heddle_home
@@ -170,15 +170,11 @@ class SQLiteCheckpointer(ThreadConfined):
         self,
         path: str | os.PathLike[str] | None = None,
         *,
-        synchronous: Literal["NORMAL", "FULL"] = "NORMAL",
+        synchronous: Synchronous = "NORMAL",
         max_events_per_run: int = 1000,
         timeout: float = 30.0,
     ) -> None:
-        if synchronous not in ("NORMAL", "FULL"):
-            raise ConfigurationError(
-                f'synchronous must be "NORMAL" or "FULL", got {synchronous!r}',
-                parameter="synchronous",
-            )
+        synchronous = check_synchronous(synchronous)
         if (
             isinstance(max_events_per_run, bool)
             or not isinstance(max_events_per_run, int)
@@ -211,25 +207,16 @@ class SQLiteCheckpointer(ThreadConfined):
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
             try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                conn = sqlite3.connect(self.path, timeout=self._timeout, isolation_level=None)
-                deadline = time.monotonic() + self._timeout
-                while True:
-                    try:
-                        conn.execute("PRAGMA journal_mode=WAL")
-                        conn.executescript(_SCHEMA)
-                        break
-                    except sqlite3.OperationalError as exc:
-                        # Two processes creating the file at once: one gets "locked".
-                        if "locked" not in str(exc) or time.monotonic() > deadline:
-                            raise
-                        time.sleep(0.01)
-                conn.execute(f"PRAGMA synchronous={self.synchronous}")
-            except sqlite3.Error as exc:
+                self._conn = connect_wal(
+                    self.path,
+                    synchronous=self.synchronous,
+                    timeout=self._timeout,
+                    prepare=lambda conn: conn.executescript(_SCHEMA),
+                )
+            except (sqlite3.Error, RuntimeError) as exc:
                 raise CheckpointError(
                     f"cannot open checkpoint database {self.path}: {exc}", path=self.path
                 ) from exc
-            self._conn = conn
         return self._conn
 
     def _write_sync(self, batch: Sequence[tuple[str, tuple[Any, ...]]]) -> None:
