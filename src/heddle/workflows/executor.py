@@ -146,6 +146,15 @@ class WorkflowExecutor(AsyncResource):
     let through. ``clock`` (monotonic seconds) drives the breakers and ``rng``
     (floats in [0, 1)) the retry jitter; tests replace both.
 
+    Pluggable parts, all optional: ``checkpointer`` (a path to an SQLite file
+    or a :class:`Checkpointer`) makes runs durable and resumable;
+    ``circuit_breakers`` (a :class:`CircuitBreakers` registry, e.g. one in
+    Redis shared by several processes) replaces the in-process breakers, whose
+    threshold and timeout are then the registry's; ``runner`` (a
+    :class:`Runner`, e.g. ``heddle.distributed.RayRunner``) decides where
+    attempts run. Close an executor that owns a checkpointer with ``aclose()``
+    or ``async with``.
+
     With a ``bus``, every run publishes its lifecycle on it (all with the
     run's ``workflow_id``; payload keys in brackets): ``workflow.started``
     [graph, nodes], ``node.started`` [node, agent, attempt],
