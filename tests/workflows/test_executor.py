@@ -20,7 +20,7 @@ from heddle import (
 from heddle.core.errors import ConfigurationError
 from heddle.testing import FakeClock
 from heddle.workflows import CircuitState
-from heddle.workflows import executor as executor_module
+from heddle.workflows import _run as run_module
 
 NO_RETRY = RetryPolicy(max_attempts=1)
 FAST_RETRY = RetryPolicy(max_attempts=3, initial_delay=0.0, jitter=False)
@@ -356,14 +356,14 @@ async def test_scheduling_work_is_linear_in_nodes_and_edges(
             reads += 1
             super().__setitem__(i, v)
 
-    original = executor_module._Run.__init__
+    original = run_module.Run.__init__
 
     def counting_init(self: Any, *args: Any) -> None:
         original(self, *args)
         self.waiting_on = CountingList(self.waiting_on)
         self.status = CountingList(self.status)
 
-    monkeypatch.setattr(executor_module._Run, "__init__", counting_init)
+    monkeypatch.setattr(run_module.Run, "__init__", counting_init)
 
     g_small, g_big = _layered(300), _layered(3000)
     await WorkflowExecutor().execute(g_small)

@@ -12,7 +12,7 @@ from heddle import RetryPolicy, WorkflowExecutor, WorkflowGraph
 from heddle.core.errors import ConfigurationError
 from heddle.messaging import Event, EventType, MessageBus
 from heddle.testing import FakeClock, RecordingBus
-from heddle.workflows import executor as executor_module
+from heddle.workflows import _run as run_module
 
 NO_RETRY = RetryPolicy(max_attempts=1)
 
@@ -178,7 +178,7 @@ async def test_without_a_bus_no_event_is_built(monkeypatch: pytest.MonkeyPatch) 
     def forbidden(*args: Any, **kwargs: Any) -> None:
         raise AssertionError("an Event was built without a bus")
 
-    monkeypatch.setattr(executor_module, "Event", forbidden)
+    monkeypatch.setattr(run_module, "Event", forbidden)
     g = WorkflowGraph("g").add_node("x", boom).add_node("y", echo).add_edge("x", "y")
     result = await WorkflowExecutor(retry=RetryPolicy(max_attempts=2, initial_delay=0)).execute(g)
     assert result.results["y"]["status"] == "skipped"
