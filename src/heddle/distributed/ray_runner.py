@@ -307,7 +307,11 @@ class RayRunner(AsyncResource):
             return owned
 
     def shutdown(self) -> None:
-        """Kill this runner's actors; disconnect from Ray if this runner connected. Idempotent."""
+        """Kill this runner's actors; disconnect from Ray if this runner connected. Idempotent.
+
+        ``ray.kill`` is asynchronous: an old actor handle may still answer for
+        a moment, but the runner never uses one again.
+        """
         ray = self._ray
         with self._lock:
             actors = [*self._pool, *(owned.actor for owned in self._owned.values())]
