@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -481,7 +482,7 @@ def test_show_lists_nodes_without_a_result_as_pending(files: Path) -> None:
     asyncio.run(record())
     text = invoke("show", "died", cwd=files)
     assert text.exit_code == 0
-    assert "died  graph 'brief'  running" in text.stdout
+    assert "died  graph 'brief'  interrupted" in text.stdout
     assert [line.split()[:2] for line in text.stdout.splitlines() if line.startswith("summ")] == [
         ["summarise", "pending"]
     ]
@@ -573,3 +574,46 @@ def test_main_returns_the_exit_code_for_the_console_script(files: Path) -> None:
         assert main(["run", "missing.py"]) == 2
     finally:
         os.chdir(old)
+
+
+def test_a_run_held_by_a_live_process_is_listed_running_and_not_resumed(files: Path) -> None:
+    """runs/show say running (and who); resume exits 2 naming the owner; once gone: interrupted."""
+    import asyncio
+    import socket
+    from datetime import UTC, datetime, timedelta
+
+    from heddle.workflows.checkpoint import RunLease, _this_site
+
+    assert invoke("run", "ok.py", "--workflow-id", "held", cwd=files).exit_code == 0
+    live = RunLease.take(30)  # this test's own process: alive
+
+    async def claim(lease: RunLease) -> None:
+        async with SQLiteCheckpointer() as checkpointer:
+            await checkpointer.claim_run("held", lease)
+
+    asyncio.run(claim(live))
+    listed = invoke("runs", cwd=files).stdout
+    assert "held" in listed and " running " in listed
+    shown = invoke("show", "held", cwd=files).stdout
+    assert f"running by {live.owner}" in shown and "resume it" not in shown
+    doc = json.loads(invoke("runs", "--json", cwd=files).stdout)[0]
+    assert (doc["status"], doc["owner"]) == ("running", live.owner)
+    refused = invoke("resume", "held", "ok.py", cwd=files)
+    assert refused.exit_code == 2
+    line = assert_one_error_line(refused.stderr)
+    assert f"run 'held' is being run by {live.owner}" in line
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    gone = RunLease(
+        f"{socket.gethostname()}/{child.pid}/deadbeef",
+        _this_site(),
+        datetime.now(UTC) + timedelta(hours=1),
+    )
+    with sqlite3.connect(Path(os.environ["HEDDLE_HOME"]) / "heddle.db") as conn:
+        conn.execute(
+            "UPDATE heddle_runs SET owner = ?, owner_site = ? WHERE workflow_id = 'held'",
+            (gone.owner, gone.site),
+        )
+    assert " interrupted " in invoke("runs", cwd=files).stdout
+    assert invoke("resume", "held", "ok.py", cwd=files).exit_code == 0

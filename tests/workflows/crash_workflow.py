@@ -2,7 +2,9 @@
 
 Usage: python crash_workflow.py (execute|resume) DB WORKFLOW_ID SIDE_EFFECT_FILE
 Every agent appends "<pid> <node>" to the side-effect file (fsynced) before it
-returns, so the test can tell which process ran which node.
+returns, so the test can tell which process ran which node. Prints the run's
+status; a resume refused because another process holds the run prints
+"in-progress" and exits 3.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import sys
 from typing import Any
 
 from heddle import WorkflowExecutor, WorkflowGraph
+from heddle.core.errors import RunInProgressError
 
 NODES = ["load", "clean", "split", "w0", "w1", "w2", "w3", "merge", "publish"]
 
@@ -25,7 +28,7 @@ def agent(name: str, side_effects: str) -> Any:
             os.fsync(f.fileno())
 
     async def run(task: Any) -> str:
-        await asyncio.sleep(0.15)
+        await asyncio.sleep(float(os.environ.get("CRASH_NODE_SECONDS", "0.15")))
         await asyncio.to_thread(record)
         return f"{name} done"
 
@@ -50,7 +53,11 @@ async def main(mode: str, db: str, workflow_id: str, side_effects: str) -> int:
         if mode == "execute":
             result = await ex.execute(graph, input="data", workflow_id=workflow_id)
         else:
-            result = await ex.resume(workflow_id, graph)
+            try:
+                result = await ex.resume(workflow_id, graph)
+            except RunInProgressError:
+                print("in-progress", flush=True)
+                return 3
     print(result.status, flush=True)
     return 0 if result.ok else 1
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import sqlite3
@@ -12,12 +13,18 @@ from pathlib import Path
 
 import pytest
 
+from heddle.workflows import SQLiteCheckpointer
+
 SCRIPT = Path(__file__).with_name("crash_workflow.py")
 NODES = {"load", "clean", "split", "w0", "w1", "w2", "w3", "merge", "publish"}
 
 
-def start(mode: str, db: Path, side: Path) -> subprocess.Popen[str]:
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2] / "src")}
+def start(mode: str, db: Path, side: Path, node_seconds: float = 0.15) -> subprocess.Popen[str]:
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(Path(__file__).parents[2] / "src"),
+        "CRASH_NODE_SECONDS": str(node_seconds),
+    }
     return subprocess.Popen(
         [sys.executable, str(SCRIPT), mode, str(db), "crash-1", str(side)],
         stdout=subprocess.PIPE,
@@ -36,6 +43,24 @@ def ran(side: Path) -> list[tuple[int, str]]:
     ]
 
 
+def state_of(db: Path) -> str:
+    async def read() -> str:
+        async with SQLiteCheckpointer(db) as checkpointer:
+            record = await checkpointer.get_run("crash-1")
+            assert record is not None
+            return record.state
+
+    return asyncio.run(read())
+
+
+def wait_for_nodes(process: subprocess.Popen[str], side: Path, count: int) -> None:
+    deadline = time.monotonic() + 30
+    while len(ran(side)) < count:
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "the run made no progress"
+        time.sleep(0.01)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("kill_after", [2, 5])
 def test_sigkilled_run_is_resumed_without_rerunning_checkpointed_nodes(
@@ -44,11 +69,7 @@ def test_sigkilled_run_is_resumed_without_rerunning_checkpointed_nodes(
     """Nodes checkpointed before the kill never run again; the resumed run succeeds."""
     db, side = tmp_path / "runs.db", tmp_path / "side-effects.txt"
     first = start("execute", db, side)
-    deadline = time.monotonic() + 30
-    while len(ran(side)) < kill_after:
-        assert first.poll() is None, first.communicate()
-        assert time.monotonic() < deadline, "the first run made no progress"
-        time.sleep(0.01)
+    wait_for_nodes(first, side, kill_after)
     first.send_signal(signal.SIGKILL)
     first.communicate(timeout=10)  # reap it and close its pipes
     assert first.returncode == -signal.SIGKILL
@@ -62,6 +83,7 @@ def test_sigkilled_run_is_resumed_without_rerunning_checkpointed_nodes(
         }
         (status,) = conn.execute("SELECT status FROM heddle_runs").fetchone()
     assert status == "running"  # the process died: nobody wrote an end
+    assert state_of(db) == "interrupted"  # ... and its lease is seen to be dead
     assert checkpointed, "nothing was checkpointed before the kill"
     assert checkpointed < NODES
 
@@ -74,3 +96,34 @@ def test_sigkilled_run_is_resumed_without_rerunning_checkpointed_nodes(
     assert not (by_second & checkpointed)
     assert {name for _, name in ran(side)} == NODES
     assert by_second >= NODES - {name for pid, name in ran(side) if pid == first.pid}
+
+
+@pytest.mark.slow
+def test_a_live_run_is_not_resumed_and_a_dead_one_is_resumed_once(tmp_path: Path) -> None:
+    """Resumes are refused while the owner lives; after its death, racing resumers run it once."""
+    db, side = tmp_path / "runs.db", tmp_path / "side-effects.txt"
+    first = start("execute", db, side, node_seconds=2.0)  # about 12 s if left alone
+    wait_for_nodes(first, side, 1)
+    refused = start("resume", db, side)
+    out, err = refused.communicate(timeout=60)
+    assert (refused.returncode, out.strip()) == (3, "in-progress"), err
+    assert first.poll() is None, "the first run ended before the test could race it"
+    assert state_of(db) == "running"
+
+    first.send_signal(signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while state_of(db) != "interrupted":  # dead but not reaped yet: a zombie is gone too
+        assert time.monotonic() < deadline, "the killed owner still reads as alive"
+        time.sleep(0.05)
+    first.communicate(timeout=10)
+    assert first.returncode == -signal.SIGKILL
+
+    # Slow nodes keep the winner running long after the loser has started.
+    racers = [start("resume", db, side, node_seconds=1.0) for _ in range(2)]
+    outcomes = [racer.communicate(timeout=60)[0].strip() for racer in racers]
+    assert sorted(outcomes) == ["in-progress", "succeeded"]  # exactly one of them ran it
+    winner, loser = racers if outcomes[0] == "succeeded" else racers[::-1]
+    by_pid = {pid for pid, _ in ran(side)}
+    assert loser.pid not in by_pid and winner.pid in by_pid
+    assert {name for _, name in ran(side)} == NODES
+    assert state_of(db) == "succeeded"

@@ -191,25 +191,23 @@ def _run_json(record: RunRecord, path: Path) -> dict[str, Any]:
     return {
         "workflow_id": record.workflow_id,
         "graph": record.graph_name,
-        "status": record.status,
+        "status": record.state,
+        "owner": record.lease.owner if record.lease else None,
+        "lease_until": record.lease.until.isoformat() if record.lease else None,
         "fingerprint": record.fingerprint,
         "input": record.input,
         "nodes": list(record.nodes),
         "started_at": record.started_at.isoformat(),
         "finished_at": record.finished_at.isoformat() if record.finished_at else None,
         "duration": record.duration,
+        "nodes_done": record.nodes_done,
         "database": str(path),
     }
 
 
-async def _read_runs(path: Path, limit: int) -> tuple[list[RunRecord], dict[str, int]]:
+async def _read_runs(path: Path, limit: int) -> list[RunRecord]:
     async with SQLiteCheckpointer(path) as checkpointer:
-        records = await checkpointer.list_runs(limit)
-        done = {}
-        for record in records:
-            results = await checkpointer.node_results(record.workflow_id)
-            done[record.workflow_id] = sum(r["status"] == "success" for r in results.values())
-    return records, done
+        return await checkpointer.list_runs(limit)
 
 
 @cli.command()
@@ -221,16 +219,16 @@ async def _read_runs(path: Path, limit: int) -> tuple[list[RunRecord], dict[str,
 def runs(db: Path | None, limit: int, as_json: bool) -> None:
     """List recent runs, newest first."""
     path = db_path(db)
-    records, done = asyncio.run(_read_runs(path, limit)) if path.exists() else ([], {})
+    records = asyncio.run(_read_runs(path, limit)) if path.exists() else []
     if as_json:
-        rows = [{**_run_json(r, path), "nodes_done": done[r.workflow_id]} for r in records]
+        rows = [_run_json(r, path) for r in records]
         click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
         return
     console = make_console()
     if not records:
         console.print(Text(f"no runs recorded in {path}"), soft_wrap=True)
         return
-    console.print(runs_table(records, done))
+    console.print(runs_table(records))
 
 
 async def _read_run(
@@ -280,7 +278,9 @@ def show(run_id: str, db: Path | None, as_json: bool) -> None:
     console = make_console()
     head = Text()
     head.append(f"{record.workflow_id}  graph {record.graph_name!r}  ")
-    head.append(record.status, style=STATUS_STYLES.get(record.status, ""))
+    head.append(record.state, style=STATUS_STYLES.get(record.state, ""))
+    if record.state == "running" and record.lease is not None:
+        head.append(f" by {record.lease.owner}")
     console.print(head, soft_wrap=True)
     console.print(
         Text(
@@ -292,7 +292,7 @@ def show(run_id: str, db: Path | None, as_json: bool) -> None:
     if record.input is not None:
         console.print(Text(f"input: {preview(record.input, 100)}"), soft_wrap=True)
     console.print(node_table(record.nodes, results))
-    if record.status != "succeeded":
+    if record.state not in ("succeeded", "running"):
         console.print(
             Text(f"resume it: heddle resume {record.workflow_id} FILE.py[:VAR]{db_args(db)}"),
             soft_wrap=True,

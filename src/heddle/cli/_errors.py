@@ -8,7 +8,7 @@ Exit codes (documented in docs/cli.md):
 * 2: heddle refused to start: the command line is wrong, or names something
   that does not exist or does not fit (a missing file, a file that is not
   Python, a missing variable, no graph or several, an unknown run id, a graph
-  unlike the recorded run's).
+  unlike the recorded run's, a run another live process is running).
 * 130: interrupted (Ctrl-C); a durable run is recorded as cancelled.
 
 ``--debug`` prints the traceback before the line.
@@ -26,6 +26,7 @@ from heddle.core.errors import (
     GraphMismatchError,
     GraphValidationError,
     HeddleError,
+    RunInProgressError,
     RunNotFoundError,
 )
 
@@ -70,7 +71,7 @@ def describe(exc: BaseException) -> tuple[str, int]:
         )
     if isinstance(exc, GraphValidationError):
         return f"invalid graph: {exc}", EXIT_FAILED
-    if isinstance(exc, RunNotFoundError | ConfigurationError):
+    if isinstance(exc, RunNotFoundError | RunInProgressError | ConfigurationError):
         return str(exc), EXIT_USAGE
     if isinstance(exc, HeddleError):
         return str(exc), EXIT_FAILED

@@ -41,6 +41,7 @@ STATUS_STYLES = {
     "failed": "red",
     "skipped": "yellow",
     "cancelled": "yellow",
+    "interrupted": "magenta",
     "running": "cyan",
     "pending": "dim",
 }
@@ -161,7 +162,7 @@ def node_table(
     return table
 
 
-def runs_table(records: Sequence[RunRecord], done: Mapping[str, int]) -> Table:
+def runs_table(records: Sequence[RunRecord]) -> Table:
     """Recent runs: id, graph, status, started, duration, nodes done/total."""
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
     table.add_column("workflow id", no_wrap=True)
@@ -174,9 +175,9 @@ def runs_table(records: Sequence[RunRecord], done: Mapping[str, int]) -> Table:
         table.add_row(
             Text(record.workflow_id),
             Text(record.graph_name),
-            _status(record.status),
+            _status(record.state),
             format_time(record.started_at),
             format_duration(record.duration),
-            f"{done.get(record.workflow_id, 0)}/{len(record.nodes)}",
+            f"{record.nodes_done}/{len(record.nodes)}",
         )
     return table

@@ -15,6 +15,8 @@ keeps working for code that does not know heddle::
     │   └── ResultNotSerializable (TypeError)  a node's result (or the input) is not JSON
     ├── RunNotFoundError (KeyError)          no recorded run has that workflow id
     ├── GraphMismatchError (ValueError)      resume() got a graph unlike the recorded one
+    ├── RunInProgressError                   another live process holds the run's lease
+    ├── LeaseLostError                       another process took the run over mid-run
     ├── InvalidAgentId (ValueError)          an agent id fails ^[A-Za-z0-9_-]{1,128}$
     └── MemoryStoreError                     a memory store could not do what was asked
         ├── CorruptStoreError                its file is not a readable store (left untouched)
@@ -27,6 +29,7 @@ the agent) as attributes, not only inside the message.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -41,9 +44,11 @@ __all__ = [
     "HeddleError",
     "InvalidAgentError",
     "InvalidAgentId",
+    "LeaseLostError",
     "MemoryStoreError",
     "NodeTimeoutError",
     "ResultNotSerializable",
+    "RunInProgressError",
     "RunNotFoundError",
     "StoreClosedError",
 ]
@@ -159,6 +164,42 @@ class GraphMismatchError(HeddleError, ValueError):
         self.workflow_id = workflow_id
         self.recorded = recorded
         self.given = given
+
+
+class RunInProgressError(HeddleError):
+    """``resume()`` found the run held by a process that is still running it.
+
+    ``owner`` is that process (``host/pid/token``) and ``lease_until`` when
+    its lease runs out unless renewed.
+    """
+
+    def __init__(self, workflow_id: str, owner: str, lease_until: datetime) -> None:
+        super().__init__(
+            f"run {workflow_id!r} is being run by {owner} (its lease runs until "
+            f"{lease_until.isoformat(timespec='seconds')} and is renewed while that process "
+            "lives); wait for it to finish, or, if that process is gone, for the lease to run out"
+        )
+        self.workflow_id = workflow_id
+        self.owner = owner
+        self.lease_until = lease_until
+
+
+class LeaseLostError(HeddleError):
+    """This process stopped owning a run while running it; it stopped at once.
+
+    Another process claimed the run after this one failed to renew its lease
+    in time (it was paused, or could not reach the checkpointer). Nothing more
+    is recorded by this process; the new owner finishes the run.
+    """
+
+    def __init__(self, workflow_id: str, owner: str | None) -> None:
+        taker = f"by {owner}" if owner else "(the run is no longer marked running)"
+        super().__init__(
+            f"run {workflow_id!r} was taken over {taker} while this process ran it: its "
+            "lease was not renewed in time; this process stopped running it"
+        )
+        self.workflow_id = workflow_id
+        self.owner = owner
 
 
 class InvalidAgentId(HeddleError, ValueError):

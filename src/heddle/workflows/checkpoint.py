@@ -18,37 +18,62 @@ What the executor relies on:
   Events and failed or skipped results ride along with the next commit: after
   a crash they may be missing, which costs nothing on resume (a node without
   a recorded success runs again).
+* A running run has one owner, the process driving it, which holds a
+  :class:`RunLease` and renews it while it runs. ``claim_run`` hands a run to
+  a resuming process only when no live owner holds it, in one transaction, so
+  two processes never run the same run. A run whose owner is gone (its lease
+  ran out, or its process is dead on this machine) reads as ``"interrupted"``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import hashlib
 import json
 import os
+import secrets
+import socket
 import sqlite3
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from heddle.core._sqlite import Synchronous, check_synchronous, connect_wal
 from heddle.core._threaded import ThreadConfined
-from heddle.core.errors import CheckpointError, ConfigurationError, ResultNotSerializable
+from heddle.core.errors import (
+    CheckpointError,
+    ConfigurationError,
+    ResultNotSerializable,
+    RunInProgressError,
+    RunNotFoundError,
+)
 from heddle.core.paths import heddle_home
 from heddle.workflows.context import NodeResult
 
 __all__ = [
+    "DEFAULT_LEASE",
     "Checkpointer",
+    "RunLease",
     "RunRecord",
+    "RunState",
     "RunStatus",
     "SQLiteCheckpointer",
     "default_database_path",
 ]
 
 RunStatus = Literal["running", "succeeded", "failed", "cancelled"]
+"""A run's status as stored."""
+
+RunState = Literal["running", "interrupted", "succeeded", "failed", "cancelled"]
+"""A run's status as seen now: a ``"running"`` run whose owner is gone is ``"interrupted"``."""
+
+DEFAULT_LEASE = 30.0
+"""Seconds a run's owner holds it without renewing; it renews every third of that."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS heddle_runs (
@@ -59,7 +84,10 @@ CREATE TABLE IF NOT EXISTS heddle_runs (
     nodes       TEXT NOT NULL,
     status      TEXT NOT NULL,
     started_at  TEXT NOT NULL,
-    finished_at TEXT
+    finished_at TEXT,
+    owner       TEXT,
+    owner_site  TEXT,
+    lease_until TEXT
 );
 CREATE INDEX IF NOT EXISTS heddle_runs_started ON heddle_runs (started_at);
 CREATE TABLE IF NOT EXISTS heddle_node_results (
@@ -84,9 +112,81 @@ def default_database_path() -> Path:
     return heddle_home() / "heddle.db"
 
 
+@functools.cache
+def _this_site() -> str:
+    """Which machine and process-id namespace this is, as 12 hex digits.
+
+    Two processes of one site see each other's process ids, so a dead owner
+    can be told at once instead of when its lease runs out. The boot id and
+    the pid namespace keep containers that share a host name (and a reboot)
+    from passing for one site.
+    """
+    parts = [socket.gethostname()]
+    with contextlib.suppress(OSError):
+        parts.append(Path("/proc/sys/kernel/random/boot_id").read_text().strip())
+    with contextlib.suppress(OSError):
+        parts.append(os.readlink("/proc/self/ns/pid"))
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:12]
+
+
+def _process_alive(pid: int) -> bool:
+    """True unless process ``pid`` of this site is certainly gone (or a zombie)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # PermissionError: it exists, under another user
+        return True
+    try:  # a killed child its parent has not reaped yet is a zombie: gone too
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat[stat.rfind(")") + 2 : stat.rfind(")") + 3] != "Z"
+
+
+@dataclass(frozen=True, slots=True)
+class RunLease:
+    """Which process runs a run, and until when it holds it without renewing.
+
+    ``owner`` reads ``host/pid/token`` (a new token for every run it drives);
+    ``site`` tells processes that share a machine and a pid namespace.
+    """
+
+    owner: str
+    site: str
+    until: datetime
+
+    @classmethod
+    def take(cls, seconds: float, *, owner: str | None = None) -> RunLease:
+        """A lease of this process for ``seconds`` from now (a new owner unless given)."""
+        if owner is None:
+            owner = f"{socket.gethostname()}/{os.getpid()}/{secrets.token_hex(4)}"
+        return cls(owner, _this_site(), datetime.now(UTC) + timedelta(seconds=seconds))
+
+    def renewed(self, seconds: float) -> RunLease:
+        """The same owner's lease, running ``seconds`` from now."""
+        return replace(self, until=datetime.now(UTC) + timedelta(seconds=seconds))
+
+    def alive(self, now: datetime | None = None) -> bool:
+        """The lease has not run out and, on this site, its process still exists."""
+        if self.until <= (now or datetime.now(UTC)):
+            return False
+        if self.site != _this_site():
+            return True  # another machine: only the lease can tell
+        try:
+            pid = int(self.owner.rsplit("/", 2)[-2])
+        except (ValueError, IndexError):
+            return True
+        return _process_alive(pid)
+
+
 @dataclass(frozen=True, slots=True)
 class RunRecord:
-    """What a checkpointer knows about one run."""
+    """What a checkpointer knows about one run.
+
+    ``lease`` is set while a process runs it; ``nodes_done`` counts the nodes
+    with a recorded success (filled in when read; ignored by ``create_run``).
+    """
 
     workflow_id: str
     graph_name: str
@@ -96,6 +196,8 @@ class RunRecord:
     status: RunStatus
     started_at: datetime
     finished_at: datetime | None = None
+    lease: RunLease | None = None
+    nodes_done: int = 0
 
     @property
     def duration(self) -> float | None:
@@ -104,16 +206,35 @@ class RunRecord:
             return None
         return (self.finished_at - self.started_at).total_seconds()
 
+    @property
+    def state(self) -> RunState:
+        """``status``, except that a running run with no live owner is ``"interrupted"``."""
+        if self.status == "running" and (self.lease is None or not self.lease.alive()):
+            return "interrupted"
+        return self.status
+
 
 @runtime_checkable
 class Checkpointer(Protocol):
     """Where durable runs live. Implementations must be safe to use from any event loop."""
 
-    async def create_run(self, record: RunRecord) -> None:
-        """Record a new run; raise CheckpointError if its workflow id exists."""
+    lease: float
+    """Seconds a run's owner holds it without renewing (see :class:`RunLease`)."""
 
-    async def mark_running(self, workflow_id: str) -> None:
-        """A resumed run is running again (clears ``finished_at``)."""
+    async def create_run(self, record: RunRecord) -> None:
+        """Record a new run, owned by ``record.lease``; CheckpointError if its id exists."""
+
+    async def claim_run(self, workflow_id: str, lease: RunLease) -> RunRecord:
+        """Make ``lease`` the owner of a recorded run and mark it running, atomically.
+
+        Clears ``finished_at``; returns the record as it was before the claim.
+        Raises :class:`RunInProgressError` if another live owner holds it
+        (see :meth:`RunLease.alive`) and :class:`RunNotFoundError` if there is
+        no such run.
+        """
+
+    async def renew_lease(self, workflow_id: str, lease: RunLease) -> bool:
+        """Extend the run's lease to ``lease.until``; False if ``lease.owner`` lost it."""
 
     async def save_node(
         self, workflow_id: str, node: str, result: NodeResult, *, wait: bool = True
@@ -127,8 +248,18 @@ class Checkpointer(Protocol):
     async def add_event(self, workflow_id: str, event: dict[str, Any]) -> None:
         """Keep one event of the run (JSON-ready dict); need not wait for durability."""
 
-    async def finish_run(self, workflow_id: str, status: RunStatus, finished_at: datetime) -> None:
-        """Record the run's end, durably, with everything recorded before it."""
+    async def finish_run(
+        self,
+        workflow_id: str,
+        status: RunStatus,
+        finished_at: datetime,
+        *,
+        owner: str | None = None,
+    ) -> None:
+        """Record the run's end and release its lease, durably, after everything before it.
+
+        With ``owner``, only if that owner still holds the run.
+        """
 
     async def get_run(self, workflow_id: str) -> RunRecord | None: ...
 
@@ -160,7 +291,9 @@ class SQLiteCheckpointer(ThreadConfined):
     the process, which is what resuming after a crash needs; ``"FULL"`` adds
     an fsync per commit so that commits also survive power loss.
     ``max_events_per_run`` bounds the stored events of each run (the latest
-    are kept).
+    are kept). ``lease`` is how long a run's owner holds it without renewing
+    (see :class:`RunLease`): after a crash on another machine, a resume waits
+    that long at most; on this machine a dead owner is seen at once.
 
     Usable from several event loops one after another; all SQLite work runs on
     one dedicated thread, so the event loop never blocks on disk.
@@ -173,6 +306,7 @@ class SQLiteCheckpointer(ThreadConfined):
         synchronous: Synchronous = "NORMAL",
         max_events_per_run: int = 1000,
         timeout: float = 30.0,
+        lease: float = DEFAULT_LEASE,
     ) -> None:
         synchronous = check_synchronous(synchronous)
         if (
@@ -184,9 +318,12 @@ class SQLiteCheckpointer(ThreadConfined):
                 f"max_events_per_run must be an int >= 0, got {max_events_per_run!r}",
                 parameter="max_events_per_run",
             )
+        if isinstance(lease, bool) or not isinstance(lease, int | float) or not lease > 0:
+            raise ConfigurationError(f"lease must be seconds > 0, got {lease!r}", parameter="lease")
         super().__init__(
             Path(path).expanduser().absolute() if path is not None else default_database_path()
         )
+        self.lease = float(lease)
         self.synchronous = synchronous
         self.max_events_per_run = max_events_per_run
         self._timeout = float(timeout)
@@ -211,7 +348,7 @@ class SQLiteCheckpointer(ThreadConfined):
                     self.path,
                     synchronous=self.synchronous,
                     timeout=self._timeout,
-                    prepare=lambda conn: conn.executescript(_SCHEMA),
+                    prepare=_prepare,
                 )
             except (sqlite3.Error, RuntimeError) as exc:
                 raise CheckpointError(
@@ -316,9 +453,11 @@ class SQLiteCheckpointer(ThreadConfined):
                 f"(status {existing.status}); resume it or choose another workflow_id",
                 path=self.path,
             )
+        lease = record.lease
         await self._write(
             "INSERT INTO heddle_runs (workflow_id, graph_name, fingerprint, input, nodes, status, "
-            "started_at, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, NULL)",
+            "started_at, finished_at, owner, owner_site, lease_until) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, NULL, ?, ?, ?)",
             (
                 record.workflow_id,
                 record.graph_name,
@@ -327,14 +466,63 @@ class SQLiteCheckpointer(ThreadConfined):
                 json.dumps(list(record.nodes)),
                 record.status,
                 _iso(record.started_at),
+                lease.owner if lease else None,
+                lease.site if lease else None,
+                _iso(lease.until) if lease else None,
             ),
         )
 
-    async def mark_running(self, workflow_id: str) -> None:
-        await self._write(
-            "UPDATE heddle_runs SET status = 'running', finished_at = NULL WHERE workflow_id = ?",
-            (workflow_id,),
-        )
+    def _claim_sync(self, workflow_id: str, lease: RunLease) -> RunRecord:
+        conn = self._connection()
+        try:
+            conn.execute("BEGIN IMMEDIATE")  # the read and the write see one state
+            try:
+                rows = conn.execute(f"{_SELECT_RUN} WHERE workflow_id = ?", (workflow_id,))
+                row = rows.fetchone()
+                if row is None:
+                    raise RunNotFoundError(workflow_id, str(self.path))
+                record = _record(row)
+                held = record.lease
+                if (
+                    record.status == "running"
+                    and held is not None
+                    and held.owner != lease.owner
+                    and held.alive()
+                ):
+                    raise RunInProgressError(workflow_id, held.owner, held.until)
+                conn.execute(
+                    "UPDATE heddle_runs SET status = 'running', finished_at = NULL, owner = ?, "
+                    "owner_site = ?, lease_until = ? WHERE workflow_id = ?",
+                    (lease.owner, lease.site, _iso(lease.until), workflow_id),
+                )
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise CheckpointError(
+                f"checkpoint database {self.path}: {exc}", path=self.path
+            ) from exc
+        return record
+
+    async def claim_run(self, workflow_id: str, lease: RunLease) -> RunRecord:
+        return await self._call(self._claim_sync, workflow_id, lease)
+
+    def _renew_sync(self, workflow_id: str, lease: RunLease) -> bool:
+        try:
+            cursor = self._connection().execute(
+                "UPDATE heddle_runs SET lease_until = ? "
+                "WHERE workflow_id = ? AND owner = ? AND status = 'running'",
+                (_iso(lease.until), workflow_id, lease.owner),
+            )
+        except sqlite3.Error as exc:
+            raise CheckpointError(
+                f"checkpoint database {self.path}: {exc}", path=self.path
+            ) from exc
+        return cursor.rowcount == 1
+
+    async def renew_lease(self, workflow_id: str, lease: RunLease) -> bool:
+        return await self._call(self._renew_sync, workflow_id, lease)
 
     async def save_node(
         self, workflow_id: str, node: str, result: NodeResult, *, wait: bool = True
@@ -383,11 +571,19 @@ class SQLiteCheckpointer(ThreadConfined):
                 False,
             )
 
-    async def finish_run(self, workflow_id: str, status: RunStatus, finished_at: datetime) -> None:
+    async def finish_run(
+        self,
+        workflow_id: str,
+        status: RunStatus,
+        finished_at: datetime,
+        *,
+        owner: str | None = None,
+    ) -> None:
         self._event_seq.pop(workflow_id, None)
         await self._write(
-            "UPDATE heddle_runs SET status = ?, finished_at = ? WHERE workflow_id = ?",
-            (status, _iso(finished_at), workflow_id),
+            "UPDATE heddle_runs SET status = ?, finished_at = ?, owner = NULL, owner_site = NULL, "
+            "lease_until = NULL WHERE workflow_id = ? AND (? IS NULL OR owner = ?)",
+            (status, _iso(finished_at), workflow_id, owner, owner),
         )
 
     async def get_run(self, workflow_id: str) -> RunRecord | None:
@@ -434,16 +630,33 @@ def _settle(futures: Sequence[asyncio.Future[None]], error: BaseException | None
             future.set_exception(error)
 
 
+def _prepare(conn: sqlite3.Connection) -> None:
+    """Create the schema; add the lease columns to a database made before they existed."""
+    conn.executescript(_SCHEMA)
+    have = {row[1] for row in conn.execute("PRAGMA table_info(heddle_runs)")}
+    for column in ("owner", "owner_site", "lease_until"):
+        if column not in have:
+            try:
+                conn.execute(f"ALTER TABLE heddle_runs ADD COLUMN {column} TEXT")
+            except sqlite3.OperationalError as exc:  # another process added it first
+                if "duplicate column" not in str(exc):
+                    raise
+
+
 _SELECT_RUN = (
-    "SELECT workflow_id, graph_name, fingerprint, input, nodes, status, started_at, finished_at "
+    "SELECT workflow_id, graph_name, fingerprint, input, nodes, status, started_at, finished_at, "
+    "owner, owner_site, lease_until, (SELECT COUNT(*) FROM heddle_node_results AS r "
+    "WHERE r.workflow_id = heddle_runs.workflow_id AND r.status = 'success') "
     "FROM heddle_runs"
 )
 
 
 def _record(row: tuple[Any, ...]) -> RunRecord:
-    wid, graph, fingerprint, input_json, nodes, status, started, finished = row
+    (wid, graph, fingerprint, input_json, nodes, status, started, finished) = row[:8]
+    owner, site, lease_until, done = row[8:]
     started_at = _from_iso(started)
     assert started_at is not None
+    until = _from_iso(lease_until)
     return RunRecord(
         workflow_id=wid,
         graph_name=graph,
@@ -453,4 +666,6 @@ def _record(row: tuple[Any, ...]) -> RunRecord:
         status=status,
         started_at=started_at,
         finished_at=_from_iso(finished),
+        lease=RunLease(owner, site or "", until) if owner and until else None,
+        nodes_done=int(done),
     )

@@ -20,11 +20,15 @@ How a run is scheduled (and why):
   (and its circuit breakers) serves several event loops one after another.
 * With a ``bus``, the run publishes lifecycle events (:class:`EventType`);
   without one, no event is even built.
+* With a checkpointer, the run is owned by this process through a
+  :class:`RunLease`, renewed every third of ``checkpointer.lease``; if another
+  process takes the run over, this one stops it with :class:`LeaseLostError`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import random
@@ -40,13 +44,14 @@ from heddle.core._resource import AsyncResource
 from heddle.core.errors import (
     ConfigurationError,
     GraphMismatchError,
+    LeaseLostError,
     RunNotFoundError,
 )
 from heddle.messaging.events import EventType
 from heddle.messaging.message_bus import MessageBus
 from heddle.workflows._run import Run
 from heddle.workflows.breakers import CircuitBreakers, LocalCircuitBreakers
-from heddle.workflows.checkpoint import Checkpointer, RunRecord, SQLiteCheckpointer
+from heddle.workflows.checkpoint import Checkpointer, RunLease, RunRecord, SQLiteCheckpointer
 from heddle.workflows.context import ExecutionContext, NodeResult, NodeStatus
 from heddle.workflows.graph import WorkflowGraph
 from heddle.workflows.resilience import CircuitBreaker, RetryPolicy
@@ -265,7 +270,9 @@ class WorkflowExecutor(AsyncResource):
                 parameter="workflow_id",
             )
         started_at = datetime.now(UTC)
+        lease = None
         if self.checkpointer is not None:
+            lease = RunLease.take(self.checkpointer.lease)
             record = RunRecord(
                 workflow_id=workflow_id,
                 graph_name=graph.name,
@@ -274,10 +281,11 @@ class WorkflowExecutor(AsyncResource):
                 nodes=plan.names,
                 status="running",
                 started_at=started_at,
+                lease=lease,
             )
             await self.checkpointer.create_run(record)
         context = ExecutionContext(workflow_id, graph.name, input)
-        return await self._drive(Run(self, plan, context), graph.name, started_at)
+        return await self._drive(Run(self, plan, context), graph.name, started_at, lease)
 
     async def resume(
         self, workflow_id: str, graph: WorkflowGraph, *, force: bool = False
@@ -291,6 +299,12 @@ class WorkflowExecutor(AsyncResource):
         their agents' names, edges), else :class:`GraphMismatchError`; with
         ``force=True`` the recorded successes of nodes that still exist are
         reused and everything else runs.
+
+        A run that another live process is running (or resuming) is refused
+        with :class:`RunInProgressError`: a run has one owner at a time. Its
+        owner is gone when its process has died (seen at once on the same
+        machine) or its lease ran out (``checkpointer.lease`` seconds after
+        its last renewal).
         """
         checkpointer = self._require_checkpointer("resume()")
         if not isinstance(graph, WorkflowGraph):
@@ -302,17 +316,42 @@ class WorkflowExecutor(AsyncResource):
         fingerprint = graph.fingerprint()
         if fingerprint != record.fingerprint and not force:
             raise GraphMismatchError(workflow_id, record.fingerprint, fingerprint)
-        recorded = await checkpointer.node_results(workflow_id)
         context = ExecutionContext(workflow_id, record.graph_name, record.input)
         if record.status == "succeeded" and fingerprint == record.fingerprint:
-            run = Run(self, plan, context, recorded)
+            run = Run(self, plan, context, await checkpointer.node_results(workflow_id))
             await run.go()  # replays every node; nothing is left to run
             return self._result(run, record.graph_name, record.started_at, record.finished_at)
-        await checkpointer.mark_running(workflow_id)
-        run = Run(self, plan, context, recorded)
-        return await self._drive(run, record.graph_name, record.started_at)
+        lease = RunLease.take(checkpointer.lease)
+        await checkpointer.claim_run(workflow_id, lease)
+        # Read after the claim: everything the previous owner recorded is in.
+        run = Run(self, plan, context, await checkpointer.node_results(workflow_id))
+        return await self._drive(run, record.graph_name, record.started_at, lease)
 
-    async def _drive(self, run: Run, graph_name: str, started_at: datetime) -> WorkflowResult:
+    async def _drive(
+        self, run: Run, graph_name: str, started_at: datetime, lease: RunLease | None
+    ) -> WorkflowResult:
+        """Run to the end, holding ``lease`` (if any) until the run's end is recorded."""
+        if self.checkpointer is None or lease is None:
+            return await self._go(run, graph_name, started_at, None)
+        wid = run.context.workflow_id
+        driver = asyncio.current_task()
+        assert driver is not None
+        keeper = asyncio.create_task(_keep_lease(self.checkpointer, wid, lease, driver))
+        try:
+            return await self._go(run, graph_name, started_at, lease.owner)
+        except asyncio.CancelledError as exc:
+            if not keeper.done() or keeper.cancelled() or keeper.exception() is not None:
+                raise
+            driver.uncancel()  # the keeper's cancel, turned into this error
+            raise LeaseLostError(wid, keeper.result()) from exc
+        finally:
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
+
+    async def _go(
+        self, run: Run, graph_name: str, started_at: datetime, owner: str | None
+    ) -> WorkflowResult:
         """Run to the end, bracketed by the workflow events and the run's final record."""
         wid = run.context.workflow_id
         if run.observe:
@@ -324,14 +363,14 @@ class WorkflowExecutor(AsyncResource):
                 await run.emit_finished(graph_name, "cancelled", started_at)
             if self.checkpointer is not None:
                 await asyncio.shield(
-                    self.checkpointer.finish_run(wid, "cancelled", datetime.now(UTC))
+                    self.checkpointer.finish_run(wid, "cancelled", datetime.now(UTC), owner=owner)
                 )
             raise
         result = self._result(run, graph_name, started_at, None)
         if run.observe:
             await run.emit_finished(graph_name, result.status, started_at)
         if self.checkpointer is not None:
-            await self.checkpointer.finish_run(wid, result.status, result.finished_at)
+            await self.checkpointer.finish_run(wid, result.status, result.finished_at, owner=owner)
         return result
 
     @staticmethod
@@ -376,3 +415,28 @@ class WorkflowExecutor(AsyncResource):
             "WorkflowExecutor.run() cannot be called from a running event loop; "
             "use 'await executor.execute(...)' instead"
         )
+
+
+async def _keep_lease(
+    checkpointer: Checkpointer, workflow_id: str, lease: RunLease, driver: asyncio.Task[Any]
+) -> str | None:
+    """Renew ``lease`` every third of its length while the run goes on.
+
+    If another process has taken the run over, cancel ``driver`` (the task
+    running it) and return the new owner (None if the run is no longer
+    running). A renewal that fails (a locked or unreachable store) is logged
+    and tried again: the lease is lost only when another process claims the run.
+    """
+    seconds = checkpointer.lease
+    while True:
+        await asyncio.sleep(seconds / 3)
+        lease = lease.renewed(seconds)
+        try:
+            if await checkpointer.renew_lease(workflow_id, lease):
+                continue
+            record = await checkpointer.get_run(workflow_id)
+        except Exception as exc:  # a store hiccup must not end the run
+            logger.warning("run %r: could not renew its lease: %s", workflow_id, exc)
+            continue
+        driver.cancel()
+        return record.lease.owner if record is not None and record.lease is not None else None
