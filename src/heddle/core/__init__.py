@@ -3,6 +3,8 @@
 from heddle.core.container import Container, get_container, reset_container
 from heddle.core.errors import (
     AgentNotSerializable,
+    BackendError,
+    BackendTimeout,
     CheckpointError,
     CircuitBreakerOpen,
     ConfigurationError,
@@ -24,6 +26,8 @@ from heddle.core.paths import heddle_home
 
 __all__ = [
     "AgentNotSerializable",
+    "BackendError",
+    "BackendTimeout",
     "CheckpointError",
     "CircuitBreakerOpen",
     "ConfigurationError",

@@ -17,6 +17,8 @@ keeps working for code that does not know heddle::
     ├── GraphMismatchError (ValueError)      resume() got a graph unlike the recorded one
     ├── RunInProgressError                   another live process holds the run's lease
     ├── LeaseLostError                       another process took the run over mid-run
+    ├── BackendError                         a backend (Redis, a database) failed or hung
+    │   └── BackendTimeout (TimeoutError)    it did not answer within its deadline
     ├── InvalidAgentId (ValueError)          an agent id fails ^[A-Za-z0-9_-]{1,128}$
     └── MemoryStoreError                     a memory store could not do what was asked
         ├── CorruptStoreError                its file is not a readable store (left untouched)
@@ -35,6 +37,8 @@ from typing import Any
 
 __all__ = [
     "AgentNotSerializable",
+    "BackendError",
+    "BackendTimeout",
     "CheckpointError",
     "CircuitBreakerOpen",
     "ConfigurationError",
@@ -200,6 +204,31 @@ class LeaseLostError(HeddleError):
         )
         self.workflow_id = workflow_id
         self.owner = owner
+
+
+class BackendError(HeddleError):
+    """A backend heddle relies on (a Redis server, a database) failed an operation.
+
+    ``backend`` names it as a user would find it (``"Redis at redis://host:6379/0"``);
+    the driver's error, if any, is the ``__cause__``. Raised for the shared
+    circuit breakers and buses; memory stores raise their own
+    :class:`MemoryStoreError` and checkpointers :class:`CheckpointError`.
+    """
+
+    def __init__(self, message: str, *, backend: str) -> None:
+        super().__init__(message)
+        self.backend = backend
+
+
+class BackendTimeout(BackendError, TimeoutError):
+    """A backend did not answer within its deadline (it may be hung, not down).
+
+    ``timeout`` is the deadline in seconds.
+    """
+
+    def __init__(self, message: str, *, backend: str, timeout: float) -> None:
+        super().__init__(message, backend=backend)
+        self.timeout = timeout
 
 
 class InvalidAgentId(HeddleError, ValueError):
