@@ -12,7 +12,9 @@ keeps working for code that does not know heddle::
     ├── NodeTimeoutError (TimeoutError)      one attempt of a node overran its timeout
     ├── CircuitBreakerOpen                   the agent's breaker rejected the call
     ├── CheckpointError                      a durable run could not be recorded or read
-    │   └── ResultNotSerializable (TypeError)  a node's result (or the input) is not JSON
+    │   ├── ResultNotSerializable (TypeError)  a node's result (or the input) cannot be stored
+    │   ├── ResultTooLarge (ValueError)      ... or is over the size limit
+    │   └── ResultNotRestorable              a recorded result cannot be read back as it was
     ├── RunNotFoundError (KeyError)          no recorded run has that workflow id
     ├── GraphMismatchError (ValueError)      resume() got a graph unlike the recorded one
     ├── RunInProgressError                   another live process holds the run's lease
@@ -51,7 +53,9 @@ __all__ = [
     "LeaseLostError",
     "MemoryStoreError",
     "NodeTimeoutError",
+    "ResultNotRestorable",
     "ResultNotSerializable",
+    "ResultTooLarge",
     "RunInProgressError",
     "RunNotFoundError",
     "StoreClosedError",
@@ -137,6 +141,34 @@ class ResultNotSerializable(CheckpointError, TypeError):
 
     def __init__(self, message: str, *, node: str | None) -> None:
         super().__init__(message)
+        self.node = node
+
+
+class ResultTooLarge(CheckpointError, ValueError):
+    """A node's result (``node``) or a run's input (``node`` is None) is over the size limit.
+
+    ``size`` is its encoded size in bytes, ``limit`` the limit. Nothing was stored.
+    """
+
+    def __init__(self, message: str, *, node: str | None, size: int, limit: int) -> None:
+        super().__init__(message)
+        self.node = node
+        self.size = size
+        self.limit = limit
+
+
+class ResultNotRestorable(CheckpointError):
+    """A recorded result (``node``) or input (``node`` is None) of run ``workflow_id``
+    cannot be read back as the value it was.
+
+    Its row is unreadable, or it holds a type this process cannot name from its
+    own code (heddle never imports a class because a database names it). The
+    run is not resumed as if the node had not run: fix the cause and resume again.
+    """
+
+    def __init__(self, message: str, *, workflow_id: str | None, node: str | None) -> None:
+        super().__init__(message)
+        self.workflow_id = workflow_id
         self.node = node
 
 
