@@ -32,6 +32,13 @@ class NodeResult(TypedDict):
     attempts: int
     duration: float  # seconds from the first attempt's start to the end, 0.0 if it never ran
     resumed: NotRequired[bool]  # True when the result was replayed from a checkpoint
+    # Set when the node failed because its agent (or its task) raised: the exception's
+    # type ("ValueError", "mypackage.errors.QuotaError") and its formatted traceback
+    # (capped in size: the head and the tail are kept).
+    error_type: NotRequired[str | None]
+    traceback: NotRequired[str | None]
+    # Token counts and the like, when the agent reported them (a pydantic-ai agent does).
+    usage: NotRequired[dict[str, int]]
 
 
 class Message(TypedDict):
