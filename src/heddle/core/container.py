@@ -17,8 +17,9 @@ of one event loop, resolve it at the same moment; an async factory is
 resolved with ``await container.aresolve(key)``. :meth:`Container.override`
 swaps a registration for the length of a ``with`` block, for tests.
 
-:func:`get_container` returns one process-wide container, created under
-double-checked locking as in the user's design; :func:`reset_container`
+:func:`get_container` returns one process-wide container, created once
+under double-checked locking (a lock-free read, then a locked re-check), so
+threads racing to create it get the same one; :func:`reset_container`
 forgets it (for tests).
 """
 

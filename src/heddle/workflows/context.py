@@ -6,8 +6,8 @@ look at what earlier nodes produced but cannot corrupt it, and sync agents in
 worker threads get values (their task), never the context itself.
 
 Why there is no lock: on one event loop, a mutation that contains no ``await``
-cannot interleave with another. The user's design guarded each list with an
-``asyncio.Lock``; that protects nothing more and costs two awaits per write.
+cannot interleave with another. An ``asyncio.Lock`` around each list would
+protect nothing more and cost two awaits per write.
 The async methods stay async so a future backend (a shared store) can do I/O
 behind them without changing callers.
 """

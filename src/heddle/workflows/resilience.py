@@ -6,8 +6,9 @@ Neither object sleeps, schedules or does I/O. :class:`RetryPolicy` answers
 sleeping and the calling, which is what makes both testable without a clock
 that really moves (see :class:`heddle.testing.FakeClock`).
 
-The user's design counted failures per run and never recovered; the breaker
-here is the classic closed / open / half-open machine, shared across runs.
+The breaker is the classic closed / open / half-open machine, kept per agent
+and shared by every run of an executor: a failing dependency is protected
+across runs, and a recovered one is found again by a single trial call.
 """
 
 from __future__ import annotations
