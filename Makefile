@@ -1,24 +1,32 @@
 # The two commands of the quick start: `make demo` and `make test`.
-# Both create .venv on first use, so they work on a fresh machine with Python 3.11+ and make.
+# Both create .venv on first use, so they work on a fresh machine with Python 3.11+ and make,
+# in either order. `make demo` installs heddle alone (click and rich); `make test` adds what
+# the tests need (pytest, Redis and Ray clients, linters).
 
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+HEDDLE := $(VENV)/.heddle-installed
+TEST_DEPS := $(VENV)/.test-installed
 
 .PHONY: demo test lint bench clean
 
-$(STAMP): pyproject.toml
+$(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "heddle needs Python 3.11 or newer")'
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,redis,ray]'
-	touch $(STAMP)
+	$(PYTHON) -m venv $(VENV)
 
-demo: $(STAMP)
+$(HEDDLE): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e .
+	touch $(HEDDLE)
+
+$(TEST_DEPS): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test,redis,ray]'
+	touch $(TEST_DEPS) $(HEDDLE)
+
+demo: $(HEDDLE)
 	$(BIN)/heddle demo
 
-lint: $(STAMP)
+lint: $(TEST_DEPS)
 	$(BIN)/ruff check src tests bench examples
 	$(BIN)/ruff format --check src tests bench examples
 	$(BIN)/mypy
@@ -26,7 +34,7 @@ lint: $(STAMP)
 test: lint
 	$(BIN)/pytest --cov --cov-report=term
 
-bench: $(STAMP)
+bench: $(TEST_DEPS)
 	$(BIN)/python -m pip install --quiet -e '.[test,redis,ray,bench]'
 	$(BIN)/python -m bench
 
