@@ -243,7 +243,7 @@ async def test_an_owner_on_another_machine_holds_the_run_until_its_lease_runs_ou
 
 
 async def test_renewal_and_finish_apply_only_to_the_owner(tmp_path: Path) -> None:
-    """renew_lease() is False for anyone else; finish_run(owner=...) leaves others' runs alone."""
+    """renew_lease() is False for anyone else; finish_run(owner=...) by another raises."""
     db = tmp_path / "runs.db"
     mine, theirs = RunLease.take(30), RunLease.take(30)
     async with SQLiteCheckpointer(db) as checkpointer:
@@ -251,7 +251,9 @@ async def test_renewal_and_finish_apply_only_to_the_owner(tmp_path: Path) -> Non
         assert await checkpointer.renew_lease("r", mine.renewed(60))
         assert not await checkpointer.renew_lease("r", theirs)
         assert not await checkpointer.renew_lease("ghost", mine)
-        await checkpointer.finish_run("r", "failed", datetime.now(UTC), owner=theirs.owner)
+        with pytest.raises(LeaseLostError, match=f"taken over by {mine.owner}") as lost:
+            await checkpointer.finish_run("r", "failed", datetime.now(UTC), owner=theirs.owner)
+        assert (lost.value.workflow_id, lost.value.owner) == ("r", mine.owner)
         still = await checkpointer.get_run("r")
         assert still is not None and still.status == "running"
         await checkpointer.finish_run("r", "failed", datetime.now(UTC), owner=mine.owner)

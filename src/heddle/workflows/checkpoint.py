@@ -10,19 +10,29 @@ What the executor relies on:
   dependents, so after a crash a resumed run never re-runs a node whose
   dependents may have seen its result.
 * Results and events are JSON, never pickle: a tampered database can hold
-  wrong data, but it cannot make heddle run code.
+  wrong data, but it cannot make heddle run code. A recorded result that
+  cannot be read back is an error naming the run and the node, never a node
+  taken for not run.
 * Writes are group-committed: every result that arrives while a commit is in
   flight goes into the next single transaction. A fan-out of many nodes
-  finishing together pays for a few commits, not one each.
+  finishing together pays for a few commits, not one each. Each write of the
+  group succeeds or fails on its own: one that fails (a constraint, a lost
+  lease) fails only its own caller.
 * Only a succeeded node's result and the run's start and end are waited for.
   Events and failed or skipped results ride along with the next commit: after
   a crash they may be missing, which costs nothing on resume (a node without
-  a recorded success runs again).
+  a recorded success runs again). Events are numbered 1, 2, 3... per run by
+  the database, whichever process writes them.
 * A running run has one owner, the process driving it, which holds a
   :class:`RunLease` and renews it while it runs. ``claim_run`` hands a run to
   a resuming process only when no live owner holds it, in one transaction, so
   two processes never run the same run. A run whose owner is gone (its lease
   ran out, or its process is dead on this machine) reads as ``"interrupted"``.
+* Every write of a run the executor makes names its owner (``owner=``) and is
+  *fenced*: it happens only if that owner still holds the run, checked in the
+  same transaction. A process that was paused past its lease and woke up
+  after another one claimed the run writes nothing more; it learns so from
+  :class:`LeaseLostError`.
 """
 
 from __future__ import annotations
@@ -32,31 +42,47 @@ import contextlib
 import functools
 import hashlib
 import json
+import logging
 import os
+import re
 import secrets
 import socket
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, get_args, runtime_checkable
 
-from heddle.core._sqlite import Synchronous, check_synchronous, connect_wal
+from heddle.core._sqlite import (
+    SchemaTooNew,
+    Synchronous,
+    check_synchronous,
+    connect_readonly,
+    connect_wal,
+    is_busy,
+    is_corrupt,
+    migrate,
+    retry_while_busy,
+    user_version,
+)
 from heddle.core._threaded import ThreadConfined
 from heddle.core.errors import (
     CheckpointError,
     ConfigurationError,
+    LeaseLostError,
+    ResultNotRestorable,
     ResultNotSerializable,
     RunInProgressError,
     RunNotFoundError,
 )
 from heddle.core.paths import heddle_home
-from heddle.workflows.context import NodeResult
+from heddle.workflows.context import NodeResult, NodeStatus
 
 __all__ = [
     "DEFAULT_LEASE",
+    "SCHEMA_VERSION",
     "Checkpointer",
     "RunLease",
     "RunRecord",
@@ -65,6 +91,8 @@ __all__ = [
     "SQLiteCheckpointer",
     "default_database_path",
 ]
+
+logger = logging.getLogger("heddle.checkpoint")
 
 RunStatus = Literal["running", "succeeded", "failed", "cancelled"]
 """A run's status as stored."""
@@ -75,36 +103,7 @@ RunState = Literal["running", "interrupted", "succeeded", "failed", "cancelled"]
 DEFAULT_LEASE = 30.0
 """Seconds a run's owner holds it without renewing; it renews every third of that."""
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS heddle_runs (
-    workflow_id TEXT PRIMARY KEY,
-    graph_name  TEXT NOT NULL,
-    fingerprint TEXT NOT NULL,
-    input       TEXT NOT NULL,
-    nodes       TEXT NOT NULL,
-    status      TEXT NOT NULL,
-    started_at  TEXT NOT NULL,
-    finished_at TEXT,
-    owner       TEXT,
-    owner_site  TEXT,
-    lease_until TEXT
-);
-CREATE INDEX IF NOT EXISTS heddle_runs_started ON heddle_runs (started_at);
-CREATE TABLE IF NOT EXISTS heddle_node_results (
-    workflow_id TEXT NOT NULL,
-    node        TEXT NOT NULL,
-    status      TEXT NOT NULL,
-    result      TEXT NOT NULL,
-    seq         INTEGER NOT NULL,
-    PRIMARY KEY (workflow_id, node)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS heddle_events (
-    workflow_id TEXT NOT NULL,
-    seq         INTEGER NOT NULL,
-    event       TEXT NOT NULL,
-    PRIMARY KEY (workflow_id, seq)
-) WITHOUT ROWID;
-"""
+_LOCK_WAIT = 1.0  # seconds a checkpointer waits for another process's lock before saying so
 
 
 def default_database_path() -> Path:
@@ -186,6 +185,9 @@ class RunRecord:
 
     ``lease`` is set while a process runs it; ``nodes_done`` counts the nodes
     with a recorded success (filled in when read; ignored by ``create_run``).
+    ``input`` is None in the summaries that :meth:`Checkpointer.list_runs`
+    and :meth:`Checkpointer.claim_run` return: an input can be large, and
+    only :meth:`Checkpointer.get_run` reads it.
     """
 
     workflow_id: str
@@ -216,37 +218,65 @@ class RunRecord:
 
 @runtime_checkable
 class Checkpointer(Protocol):
-    """Where durable runs live. Implementations must be safe to use from any event loop."""
+    """Where durable runs live. Implementations must be safe to use from any event loop.
+
+    Writes that take ``owner`` are fenced when it is given: they happen only
+    if ``owner`` (a :attr:`RunLease.owner`) still holds the run, checked in
+    the same transaction as the write. Without ``owner`` they are not fenced.
+    """
 
     lease: float
     """Seconds a run's owner holds it without renewing (see :class:`RunLease`)."""
 
     async def create_run(self, record: RunRecord) -> None:
-        """Record a new run, owned by ``record.lease``; CheckpointError if its id exists."""
+        """Record a new run, owned by ``record.lease``; CheckpointError if its id exists.
+
+        Raises :class:`ResultNotSerializable` (``node`` None) when the input
+        cannot be stored, before anything is written.
+        """
 
     async def claim_run(self, workflow_id: str, lease: RunLease) -> RunRecord:
         """Make ``lease`` the owner of a recorded run and mark it running, atomically.
 
-        Clears ``finished_at``; returns the record as it was before the claim.
-        Raises :class:`RunInProgressError` if another live owner holds it
-        (see :meth:`RunLease.alive`) and :class:`RunNotFoundError` if there is
-        no such run.
+        Clears ``finished_at``; returns the record as it was before the claim
+        (a summary: ``input`` is None). Raises :class:`RunInProgressError` if
+        another live owner holds it (see :meth:`RunLease.alive`) and
+        :class:`RunNotFoundError` if there is no such run.
         """
 
     async def renew_lease(self, workflow_id: str, lease: RunLease) -> bool:
-        """Extend the run's lease to ``lease.until``; False if ``lease.owner`` lost it."""
+        """Extend the run's lease to ``lease.until``; False if ``lease.owner`` lost it.
+
+        Checks the owner, not the expiry: an owner that was paused past its
+        lease goes on if nobody claimed the run meanwhile.
+        """
 
     async def save_node(
-        self, workflow_id: str, node: str, result: NodeResult, *, wait: bool = True
+        self,
+        workflow_id: str,
+        node: str,
+        result: NodeResult,
+        *,
+        wait: bool = True,
+        owner: str | None = None,
     ) -> None:
         """Record a node's final result; with ``wait``, return once it is durable.
 
         Raises :class:`ResultNotSerializable` (naming the node) when the
-        result is not JSON, before anything is written.
+        result cannot be stored, before anything is written. Fenced by
+        ``owner``: a waited save that is fenced out raises
+        :class:`LeaseLostError` (naming the run's current owner, if any); a
+        save that is not waited for is dropped.
         """
 
-    async def add_event(self, workflow_id: str, event: dict[str, Any]) -> None:
-        """Keep one event of the run (JSON-ready dict); need not wait for durability."""
+    async def add_event(
+        self, workflow_id: str, event: dict[str, Any], *, owner: str | None = None
+    ) -> None:
+        """Keep one event of the run (JSON-ready dict); need not wait for durability.
+
+        The store numbers the run's events 1, 2, 3...; fenced by ``owner``
+        (fenced out, the event is dropped).
+        """
 
     async def finish_run(
         self,
@@ -258,30 +288,47 @@ class Checkpointer(Protocol):
     ) -> None:
         """Record the run's end and release its lease, durably, after everything before it.
 
-        With ``owner``, only if that owner still holds the run.
+        Fenced by ``owner``: raises :class:`LeaseLostError` if that owner no
+        longer holds the run (nothing is written).
         """
 
-    async def get_run(self, workflow_id: str) -> RunRecord | None: ...
+    async def get_run(self, workflow_id: str) -> RunRecord | None:
+        """The run with its input; None if unknown.
 
-    async def node_results(self, workflow_id: str) -> dict[str, NodeResult]: ...
+        An unreadable input raises :class:`ResultNotRestorable` (``node``
+        None), any other unreadable column :class:`CheckpointError`.
+        """
 
-    async def events(self, workflow_id: str) -> list[dict[str, Any]]: ...
+    async def node_results(self, workflow_id: str) -> dict[str, NodeResult]:
+        """The run's recorded results, in the order they were recorded.
 
-    async def list_runs(self, limit: int = 20) -> list[RunRecord]: ...
+        One that cannot be read back raises :class:`ResultNotRestorable`
+        naming the run and the node.
+        """
+
+    async def events(self, workflow_id: str) -> list[dict[str, Any]]:
+        """The run's kept events, oldest first."""
+
+    async def list_runs(
+        self, limit: int = 20, *, status: RunState | None = None, graph: str | None = None
+    ) -> list[RunRecord]:
+        """The latest ``limit`` runs, newest first, as summaries (``input`` is None).
+
+        ``status`` keeps the runs in that :data:`RunState` (``"interrupted"``
+        included), ``graph`` those of that graph name.
+        """
 
     async def aclose(self) -> None: ...
 
 
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat()
-
-
-def _from_iso(text: str | None) -> datetime | None:
-    return None if text is None else datetime.fromisoformat(text)
-
-
-# A write waiting for the next group commit: (sql, params, future or None, loop).
-_Write = tuple[str, tuple[Any, ...], "asyncio.Future[None] | None", asyncio.AbstractEventLoop]
+# A write waiting for the next group commit: what it does on the checkpointer's thread
+# (inside the commit's transaction), who waits for it, and what it is (for the log).
+@dataclass(slots=True)
+class _Write:
+    apply: Callable[[sqlite3.Connection], None]
+    future: asyncio.Future[None] | None
+    loop: asyncio.AbstractEventLoop
+    what: str
 
 
 class SQLiteCheckpointer(ThreadConfined):
@@ -294,6 +341,15 @@ class SQLiteCheckpointer(ThreadConfined):
     are kept). ``lease`` is how long a run's owner holds it without renewing
     (see :class:`RunLease`): after a crash on another machine, a resume waits
     that long at most; on this machine a dead owner is seen at once.
+    ``timeout`` is how long it waits for a lock another process holds; past
+    a second it logs a warning on the ``heddle.checkpoint`` logger.
+
+    The file's schema is versioned (:data:`SCHEMA_VERSION`): opening brings an
+    older one up to date, once, and refuses a newer one. With
+    ``readonly=True`` it never writes the file, nor creates or upgrades it
+    (for inspecting runs): a file without heddle's tables reads as having no
+    runs, a missing file is a :class:`CheckpointError`, and every write
+    raises :class:`CheckpointError`.
 
     Usable from several event loops one after another; all SQLite work runs on
     one dedicated thread, so the event loop never blocks on disk.
@@ -307,6 +363,7 @@ class SQLiteCheckpointer(ThreadConfined):
         max_events_per_run: int = 1000,
         timeout: float = 30.0,
         lease: float = DEFAULT_LEASE,
+        readonly: bool = False,
     ) -> None:
         synchronous = check_synchronous(synchronous)
         if (
@@ -320,87 +377,212 @@ class SQLiteCheckpointer(ThreadConfined):
             )
         if isinstance(lease, bool) or not isinstance(lease, int | float) or not lease > 0:
             raise ConfigurationError(f"lease must be seconds > 0, got {lease!r}", parameter="lease")
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout >= 0:
+            raise ConfigurationError(
+                f"timeout must be seconds >= 0, got {timeout!r}", parameter="timeout"
+            )
         super().__init__(
             Path(path).expanduser().absolute() if path is not None else default_database_path()
         )
         self.lease = float(lease)
         self.synchronous = synchronous
         self.max_events_per_run = max_events_per_run
+        self.readonly = bool(readonly)
         self._timeout = float(timeout)
         self._conn: sqlite3.Connection | None = None
+        self._has_tables = False  # read-only: whether heddle's tables exist yet
         self._lock = threading.Lock()
         self._pending: list[_Write] = []
         self._writing = False
-        self._event_seq: dict[str, int] = {}
-        self._node_seq = 0
 
     _thread_name = "heddle-checkpoint"
 
     def _closed_error(self) -> Exception:
         return CheckpointError(f"{self!r} is closed", path=self.path)
 
+    def _refuse_writes(self) -> None:
+        if self.readonly:
+            raise CheckpointError(
+                f"{self!r} was opened read-only (readonly=True); it records nothing",
+                path=self.path,
+            )
+
     # -- on the checkpointer's thread ---------------------------------------------
+
+    def _open_sync(self) -> None:
+        self._connection()  # so that `async with` fails at once on a file it cannot use
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
+            lock_wait = min(_LOCK_WAIT, self._timeout)
             try:
-                self._conn = connect_wal(
-                    self.path,
-                    synchronous=self.synchronous,
-                    timeout=self._timeout,
-                    prepare=_prepare,
-                )
-            except (sqlite3.Error, RuntimeError) as exc:
+                if self.readonly:
+                    self._conn = connect_readonly(
+                        self.path,
+                        timeout=self._timeout,
+                        prepare=self._check_readable,
+                        lock_wait=lock_wait,
+                        on_wait=self._warn_locked,
+                    )
+                else:
+                    self._conn = connect_wal(
+                        self.path,
+                        synchronous=self.synchronous,
+                        timeout=self._timeout,
+                        prepare=self._migrate,
+                        lock_wait=lock_wait,
+                        on_wait=self._warn_locked,
+                    )
+            except FileNotFoundError as exc:
+                raise CheckpointError(
+                    f"no checkpoint database at {self.path}", path=self.path
+                ) from exc
+            except RuntimeError as exc:  # no WAL
                 raise CheckpointError(
                     f"cannot open checkpoint database {self.path}: {exc}", path=self.path
                 ) from exc
+            except sqlite3.Error as exc:
+                raise self._database_error(exc) from exc
         return self._conn
 
-    def _write_sync(self, batch: Sequence[tuple[str, tuple[Any, ...]]]) -> None:
-        conn = self._connection()
+    def _migrate(self, conn: sqlite3.Connection) -> None:
         try:
-            conn.execute("BEGIN IMMEDIATE")
+            migrate(conn, _MIGRATIONS)
+        except SchemaTooNew as exc:
+            raise self._too_new(exc) from None
+        except _ForeignSchema as exc:
+            raise self._foreign(exc) from None
+
+    def _check_readable(self, conn: sqlite3.Connection) -> None:
+        """Refuse what a read-only open cannot read; note whether heddle's tables exist."""
+        found = user_version(conn)
+        if found > SCHEMA_VERSION:
+            raise self._too_new(SchemaTooNew(found, SCHEMA_VERSION))
+        self._has_tables = found > 0 or bool(_heddle_tables(conn))
+        if found == 0 and self._has_tables:
             try:
-                for sql, params in batch:
-                    conn.execute(sql, params)
+                complete = _check_unversioned(conn)
+            except _ForeignSchema as exc:
+                raise self._foreign(exc) from None
+            if not complete:
+                raise CheckpointError(
+                    f"{self.path} was written by an older heddle and must be upgraded before "
+                    "it can be read; a read-only open does not upgrade it: open it once "
+                    "without readonly=True (any heddle run or resume does)",
+                    path=self.path,
+                )
+
+    def _too_new(self, exc: SchemaTooNew) -> CheckpointError:
+        return CheckpointError(
+            f"{self.path} has checkpoint schema version {exc.found}, newer than version "
+            f"{exc.supported}, the newest this heddle supports: it was written by a newer "
+            "heddle; upgrade heddle to use it (heddle left the file unchanged)",
+            path=self.path,
+        )
+
+    def _foreign(self, exc: _ForeignSchema) -> CheckpointError:
+        return CheckpointError(
+            f"{self.path} has tables named like heddle's that heddle did not make ({exc}); "
+            "heddle will not write into them: use another file",
+            path=self.path,
+        )
+
+    def _warn_locked(self, remaining: float) -> None:
+        logger.warning(
+            "checkpoint database %s is locked by another process (a write transaction held "
+            "elsewhere); waiting up to %.0f s more for it",
+            self.path,
+            remaining,
+        )
+
+    def _database_error(self, exc: sqlite3.Error) -> CheckpointError:
+        if is_corrupt(exc):
+            return CheckpointError(
+                f"{self.path} is not a readable checkpoint database ({exc}); heddle never "
+                "modifies such a file: move it aside (or restore it from a backup), and "
+                "heddle starts a new one",
+                path=self.path,
+            )
+        if is_busy(exc):
+            return CheckpointError(
+                f"checkpoint database {self.path} is still locked by another process after "
+                f"waiting {self._timeout:g} s ({exc})",
+                path=self.path,
+            )
+        return CheckpointError(f"checkpoint database {self.path}: {exc}", path=self.path)
+
+    def _patiently(self, conn: sqlite3.Connection, sql: str, params: tuple[Any, ...] = ()) -> Any:
+        """``conn.execute(sql, params)``, waiting up to ``timeout`` for another process's lock."""
+        return retry_while_busy(
+            lambda: conn.execute(sql, params),
+            timeout=self._timeout,
+            warn_after=min(_LOCK_WAIT, self._timeout),
+            on_wait=self._warn_locked,
+        )
+
+    def _write_sync(self, batch: Sequence[_Write]) -> list[Exception | None]:
+        """Commit ``batch`` in one transaction; return each write's error (None: written).
+
+        Each write runs in its own savepoint, so one that fails is undone alone
+        and the others are committed. Raises if the transaction as a whole fails.
+        """
+        conn = self._connection()
+        errors: list[Exception | None] = [None] * len(batch)
+        try:
+            self._patiently(conn, "BEGIN IMMEDIATE")
+            try:
+                for k, write in enumerate(batch):
+                    conn.execute("SAVEPOINT heddle_write")
+                    try:
+                        write.apply(conn)
+                    except (CheckpointError, LeaseLostError) as exc:
+                        conn.execute("ROLLBACK TO heddle_write")
+                        errors[k] = exc
+                    except sqlite3.Error as exc:  # a constraint, a trigger: this write only
+                        conn.execute("ROLLBACK TO heddle_write")
+                        error = self._database_error(exc)
+                        error.__cause__ = exc
+                        errors[k] = error
+                    conn.execute("RELEASE heddle_write")
+                conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
                 raise
-            conn.execute("COMMIT")
-        except sqlite3.IntegrityError as exc:
-            raise CheckpointError(
-                f"checkpoint database {self.path}: {exc}", path=self.path
-            ) from exc
         except sqlite3.Error as exc:
-            raise CheckpointError(
-                f"checkpoint database {self.path}: {exc}", path=self.path
-            ) from exc
+            raise self._database_error(exc) from exc
+        return errors
 
     def _read_sync(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        conn = self._connection()
         try:
-            return self._connection().execute(sql, params).fetchall()
+            if self.readonly and not self._has_tables:
+                self._check_readable(conn)  # a writer may have made them since
+                if not self._has_tables:
+                    return []
+            rows: list[tuple[Any, ...]] = self._patiently(conn, sql, params).fetchall()
         except sqlite3.Error as exc:
-            raise CheckpointError(
-                f"checkpoint database {self.path}: {exc}", path=self.path
-            ) from exc
+            raise self._database_error(exc) from exc
+        return rows
 
     # -- group commit ---------------------------------------------------------------
     #
-    # Writes queue in self._pending. When none is in flight, the first writer
-    # hands the queue to the thread, which commits it as one transaction and
-    # then takes whatever queued meanwhile, until the queue is empty. Waiters
-    # are woken on their own loop; the bookkeeping never needs a loop, so a
-    # loop that closes mid-write cannot leave the checkpointer stuck.
+    # Writes queue in self._pending. When none is in flight, the first waited
+    # writer hands the queue to the thread, which commits it as one transaction
+    # and then takes whatever queued meanwhile, until the queue is empty.
+    # Waiters are woken on their own loop; the bookkeeping never needs a loop,
+    # so a loop that closes mid-write cannot leave the checkpointer stuck.
 
     def _enqueue(
-        self, sql: str, params: tuple[Any, ...], wait: bool
+        self, apply: Callable[[sqlite3.Connection], None], wait: bool, what: str
     ) -> asyncio.Future[None] | None:
         if self._closed:
             raise self._closed_error()
+        self._refuse_writes()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] | None = loop.create_future() if wait else None
         with self._lock:
-            self._pending.append((sql, params, future, loop))
+            self._pending.append(_Write(apply, future, loop, what))
             if self._writing or not wait:  # lazy writes ride along with the next commit
                 return future
             self._writing = True
@@ -419,69 +601,94 @@ class SQLiteCheckpointer(ThreadConfined):
                 if not batch:
                     self._writing = False
                     return
-            error: BaseException | None = None
+            errors: list[Exception | None]
             try:
-                self._write_sync([(sql, params) for sql, params, _, _ in batch])
+                errors = self._write_sync(batch)
             except Exception as exc:
-                error = exc
-            for loop in {loop for _, _, _, loop in batch}:
-                waiting = [future for _, _, future, lp in batch if lp is loop and future]
-                if waiting:
-                    with contextlib.suppress(RuntimeError):  # that loop has closed
-                        loop.call_soon_threadsafe(_settle, waiting, error)
+                errors = [exc] * len(batch)
+            self._log_lost_lazy_writes(batch, errors)
+            settle: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[None], Any]]] = {}
+            for write, error in zip(batch, errors, strict=True):
+                if write.future is not None:
+                    settle.setdefault(write.loop, []).append((write.future, error))
+            for loop, outcomes in settle.items():
+                with contextlib.suppress(RuntimeError):  # that loop has closed
+                    loop.call_soon_threadsafe(_settle, outcomes)
 
-    async def _write(self, sql: str, params: tuple[Any, ...]) -> None:
-        future = self._enqueue(sql, params, True)
+    def _log_lost_lazy_writes(
+        self, batch: Sequence[_Write], errors: Sequence[Exception | None]
+    ) -> None:
+        """Say once per commit that writes nobody waits for failed (a lost lease is expected)."""
+        lost = [
+            (write, error)
+            for write, error in zip(batch, errors, strict=True)
+            if error is not None and write.future is None and not isinstance(error, LeaseLostError)
+        ]
+        if lost:
+            write, error = lost[0]
+            logger.warning(
+                "checkpoint database %s: %d write(s) not waited for were not recorded, "
+                "the first: %s (%s)",
+                self.path,
+                len(lost),
+                write.what,
+                error,
+            )
+
+    async def _write(self, apply: Callable[[sqlite3.Connection], None], what: str) -> None:
+        future = self._enqueue(apply, True, what)
         assert future is not None
         await future
 
     # -- the Checkpointer protocol ----------------------------------------------------
 
     async def create_run(self, record: RunRecord) -> None:
-        try:
-            input_json = json.dumps(record.input)
-        except (TypeError, ValueError) as exc:
-            raise ResultNotSerializable(
-                f"the input of workflow {record.workflow_id!r} is not JSON-serialisable ({exc}); "
-                "durable runs store their input to resume it",
-                node=None,
-            ) from exc
-        existing = await self.get_run(record.workflow_id)
-        if existing is not None:
-            raise CheckpointError(
-                f"workflow {record.workflow_id!r} already exists in {self.path} "
-                f"(status {existing.status}); resume it or choose another workflow_id",
-                path=self.path,
-            )
-        lease = record.lease
-        await self._write(
-            "INSERT INTO heddle_runs (workflow_id, graph_name, fingerprint, input, nodes, status, "
-            "started_at, finished_at, owner, owner_site, lease_until) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, NULL, ?, ?, ?)",
-            (
-                record.workflow_id,
-                record.graph_name,
-                record.fingerprint,
-                input_json,
-                json.dumps(list(record.nodes)),
-                record.status,
-                _iso(record.started_at),
-                lease.owner if lease else None,
-                lease.site if lease else None,
-                _iso(lease.until) if lease else None,
-            ),
+        wid, lease = record.workflow_id, record.lease
+        input_text = _encode(record.input, node=None, workflow_id=wid)
+        row = (
+            wid,
+            record.graph_name,
+            record.fingerprint,
+            input_text,
+            json.dumps(list(record.nodes)),
+            record.status,
+            _iso(record.started_at),
+            lease.owner if lease else None,
+            lease.site if lease else None,
+            _iso(lease.until) if lease else None,
         )
+        path = self.path
+
+        def insert(conn: sqlite3.Connection) -> None:
+            found = conn.execute(
+                "SELECT status FROM heddle_runs WHERE workflow_id = ?", (wid,)
+            ).fetchone()
+            if found is not None:
+                raise CheckpointError(
+                    f"workflow {wid!r} already exists in {path} (status {found[0]}); "
+                    "resume it or choose another workflow_id",
+                    path=path,
+                )
+            conn.execute(
+                "INSERT INTO heddle_runs (workflow_id, graph_name, fingerprint, input, nodes, "
+                "status, started_at, finished_at, owner, owner_site, lease_until) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, NULL, ?, ?, ?)",
+                row,
+            )
+
+        await self._write(insert, f"the start of run {wid!r}")
 
     def _claim_sync(self, workflow_id: str, lease: RunLease) -> RunRecord:
+        self._refuse_writes()
         conn = self._connection()
         try:
-            conn.execute("BEGIN IMMEDIATE")  # the read and the write see one state
+            self._patiently(conn, "BEGIN IMMEDIATE")  # the read and the write see one state
             try:
-                rows = conn.execute(f"{_SELECT_RUN} WHERE workflow_id = ?", (workflow_id,))
+                rows = conn.execute(f"{_SELECT_SUMMARY} WHERE workflow_id = ?", (workflow_id,))
                 row = rows.fetchone()
                 if row is None:
                     raise RunNotFoundError(workflow_id, str(self.path))
-                record = _record(row)
+                record = _record(row, self.path)
                 held = record.lease
                 if (
                     record.status == "running"
@@ -496,80 +703,87 @@ class SQLiteCheckpointer(ThreadConfined):
                     (lease.owner, lease.site, _iso(lease.until), workflow_id),
                 )
             except BaseException:
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
-            raise CheckpointError(
-                f"checkpoint database {self.path}: {exc}", path=self.path
-            ) from exc
+            raise self._database_error(exc) from exc
         return record
 
     async def claim_run(self, workflow_id: str, lease: RunLease) -> RunRecord:
         return await self._call(self._claim_sync, workflow_id, lease)
 
     def _renew_sync(self, workflow_id: str, lease: RunLease) -> bool:
+        self._refuse_writes()
+        conn = self._connection()
         try:
-            cursor = self._connection().execute(
+            cursor = self._patiently(
+                conn,
                 "UPDATE heddle_runs SET lease_until = ? "
                 "WHERE workflow_id = ? AND owner = ? AND status = 'running'",
                 (_iso(lease.until), workflow_id, lease.owner),
             )
         except sqlite3.Error as exc:
-            raise CheckpointError(
-                f"checkpoint database {self.path}: {exc}", path=self.path
-            ) from exc
-        return cursor.rowcount == 1
+            raise self._database_error(exc) from exc
+        return bool(cursor.rowcount == 1)
 
     async def renew_lease(self, workflow_id: str, lease: RunLease) -> bool:
         return await self._call(self._renew_sync, workflow_id, lease)
 
     async def save_node(
-        self, workflow_id: str, node: str, result: NodeResult, *, wait: bool = True
+        self,
+        workflow_id: str,
+        node: str,
+        result: NodeResult,
+        *,
+        wait: bool = True,
+        owner: str | None = None,
     ) -> None:
         stored = {k: v for k, v in result.items() if k != "resumed"}
-        try:
-            text = json.dumps(stored)
-        except (TypeError, ValueError) as exc:
-            raise ResultNotSerializable(
-                f"the result of node {node!r} is not JSON-serialisable ({exc}); durable runs "
-                "store results as JSON: return str, numbers, bools, None, lists or dicts",
-                node=node,
-            ) from exc
-        self._node_seq += 1
-        future = self._enqueue(
-            "INSERT OR REPLACE INTO heddle_node_results (workflow_id, node, status, result, seq) "
-            "VALUES (?, ?, ?, ?, ?)",
-            (workflow_id, node, result["status"], text, self._node_seq),
-            wait,
-        )
+        text = _encode(stored, node=node, workflow_id=workflow_id)
+        status = result["status"]
+
+        def insert(conn: sqlite3.Connection) -> None:
+            _fence(conn, workflow_id, owner)
+            conn.execute(
+                "INSERT OR REPLACE INTO heddle_node_results (workflow_id, node, status, result, "
+                "seq) VALUES (?, ?, ?, ?, (SELECT COALESCE(MAX(seq), 0) + 1 "
+                "FROM heddle_node_results WHERE workflow_id = ?))",
+                (workflow_id, node, status, text, workflow_id),
+            )
+
+        future = self._enqueue(insert, wait, f"the result of node {node!r} of run {workflow_id!r}")
         if future is not None:
             await future
 
-    async def add_event(self, workflow_id: str, event: dict[str, Any]) -> None:
-        if self.max_events_per_run == 0:
+    async def add_event(
+        self, workflow_id: str, event: dict[str, Any], *, owner: str | None = None
+    ) -> None:
+        keep = self.max_events_per_run
+        if keep == 0:
             return
-        seq = self._event_seq.get(workflow_id)
-        if seq is None:
-            rows = await self._call(
-                self._read_sync,
+        text = json.dumps(event)
+
+        def insert(conn: sqlite3.Connection) -> None:
+            _fence(conn, workflow_id, owner)
+            # The primary key's index finds the run's last event in O(log n).
+            (last,) = conn.execute(
                 "SELECT COALESCE(MAX(seq), 0) FROM heddle_events WHERE workflow_id = ?",
                 (workflow_id,),
+            ).fetchone()
+            seq = int(last) + 1
+            conn.execute(
+                "INSERT INTO heddle_events (workflow_id, seq, event) VALUES (?, ?, ?)",
+                (workflow_id, seq, text),
             )
-            seq = int(rows[0][0])
-        seq += 1
-        self._event_seq[workflow_id] = seq
-        self._enqueue(
-            "INSERT INTO heddle_events (workflow_id, seq, event) VALUES (?, ?, ?)",
-            (workflow_id, seq, json.dumps(event)),
-            False,
-        )
-        if seq > self.max_events_per_run:
-            self._enqueue(
-                "DELETE FROM heddle_events WHERE workflow_id = ? AND seq = ?",
-                (workflow_id, seq - self.max_events_per_run),
-                False,
-            )
+            if seq > keep:
+                conn.execute(
+                    "DELETE FROM heddle_events WHERE workflow_id = ? AND seq <= ?",
+                    (workflow_id, seq - keep),
+                )
+
+        self._enqueue(insert, False, f"an event of run {workflow_id!r}")
 
     async def finish_run(
         self,
@@ -579,40 +793,76 @@ class SQLiteCheckpointer(ThreadConfined):
         *,
         owner: str | None = None,
     ) -> None:
-        self._event_seq.pop(workflow_id, None)
-        await self._write(
-            "UPDATE heddle_runs SET status = ?, finished_at = ?, owner = NULL, owner_site = NULL, "
-            "lease_until = NULL WHERE workflow_id = ? AND (? IS NULL OR owner = ?)",
-            (status, _iso(finished_at), workflow_id, owner, owner),
-        )
+        def update(conn: sqlite3.Connection) -> None:
+            _fence(conn, workflow_id, owner)
+            conn.execute(
+                "UPDATE heddle_runs SET status = ?, finished_at = ?, owner = NULL, "
+                "owner_site = NULL, lease_until = NULL WHERE workflow_id = ?",
+                (status, _iso(finished_at), workflow_id),
+            )
+
+        await self._write(update, f"the end of run {workflow_id!r}")
 
     async def get_run(self, workflow_id: str) -> RunRecord | None:
         rows = await self._call(
             self._read_sync, f"{_SELECT_RUN} WHERE workflow_id = ?", (workflow_id,)
         )
-        return _record(rows[0]) if rows else None
+        return _record(rows[0], self.path) if rows else None
 
-    async def list_runs(self, limit: int = 20) -> list[RunRecord]:
-        rows = await self._call(
-            self._read_sync, f"{_SELECT_RUN} ORDER BY started_at DESC LIMIT ?", (int(limit),)
-        )
-        return [_record(row) for row in rows]
+    def _list_sync(self, limit: int, status: RunState | None, graph: str | None) -> list[RunRecord]:
+        where: list[str] = []
+        params: list[Any] = []
+        if status is not None:
+            where.append("status = ?")
+            params.append("running" if status == "interrupted" else status)
+        if graph is not None:
+            where.append("graph_name = ?")
+            params.append(graph)
+        sql = f"{_SELECT_SUMMARY} {'WHERE ' + ' AND '.join(where) if where else ''} "
+        if status not in ("running", "interrupted"):  # the state is the stored status
+            rows = self._read_sync(f"{sql}ORDER BY started_at DESC LIMIT ?", (*params, limit))
+            return [_record(row, self.path) for row in rows]
+        # Whether a running run's owner is alive is only known here: read until enough are.
+        found: list[RunRecord] = []
+        offset, page = 0, max(limit, 50)
+        while len(found) < limit:
+            rows = self._read_sync(
+                f"{sql}ORDER BY started_at DESC LIMIT ? OFFSET ?", (*params, page, offset)
+            )
+            found += [r for r in (_record(row, self.path) for row in rows) if r.state == status]
+            if len(rows) < page:
+                break
+            offset += page
+        return found[:limit]
+
+    async def list_runs(
+        self, limit: int = 20, *, status: RunState | None = None, graph: str | None = None
+    ) -> list[RunRecord]:
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+            raise ConfigurationError(f"limit must be an int >= 0, got {limit!r}", parameter="limit")
+        if status is not None and status not in _RUN_STATES:
+            raise ConfigurationError(
+                f"status must be one of {', '.join(_RUN_STATES)}, got {status!r}",
+                parameter="status",
+            )
+        return await self._call(self._list_sync, limit, status, graph)
 
     async def node_results(self, workflow_id: str) -> dict[str, NodeResult]:
         rows = await self._call(
             self._read_sync,
-            "SELECT node, result FROM heddle_node_results WHERE workflow_id = ? ORDER BY seq",
+            "SELECT node, status, result FROM heddle_node_results WHERE workflow_id = ? "
+            "ORDER BY seq",
             (workflow_id,),
         )
-        return {node: json.loads(text) for node, text in rows}
+        return {node: _node_result(workflow_id, node, status, text) for node, status, text in rows}
 
     async def events(self, workflow_id: str) -> list[dict[str, Any]]:
         rows = await self._call(
             self._read_sync,
-            "SELECT event FROM heddle_events WHERE workflow_id = ? ORDER BY seq",
+            "SELECT seq, event FROM heddle_events WHERE workflow_id = ? ORDER BY seq",
             (workflow_id,),
         )
-        return [json.loads(text) for (text,) in rows]
+        return [_event(workflow_id, seq, text, self.path) for seq, text in rows]
 
     def _close_sync(self) -> None:
         if self._conn is not None:
@@ -620,8 +870,8 @@ class SQLiteCheckpointer(ThreadConfined):
             conn.close()
 
 
-def _settle(futures: Sequence[asyncio.Future[None]], error: BaseException | None) -> None:
-    for future in futures:
+def _settle(outcomes: Sequence[tuple[asyncio.Future[None], Exception | None]]) -> None:
+    for future, error in outcomes:
         if future.done():  # its waiter was cancelled
             continue
         if error is None:
@@ -630,42 +880,316 @@ def _settle(futures: Sequence[asyncio.Future[None]], error: BaseException | None
             future.set_exception(error)
 
 
-def _prepare(conn: sqlite3.Connection) -> None:
-    """Create the schema; add the lease columns to a database made before they existed."""
-    conn.executescript(_SCHEMA)
-    have = {row[1] for row in conn.execute("PRAGMA table_info(heddle_runs)")}
-    for column in ("owner", "owner_site", "lease_until"):
-        if column not in have:
-            try:
-                conn.execute(f"ALTER TABLE heddle_runs ADD COLUMN {column} TEXT")
-            except sqlite3.OperationalError as exc:  # another process added it first
-                if "duplicate column" not in str(exc):
-                    raise
+def _fence(conn: sqlite3.Connection, workflow_id: str, owner: str | None) -> None:
+    """Raise LeaseLostError unless ``owner`` (if given) holds the run, in the write's transaction.
+
+    Checked inside the commit's ``BEGIN IMMEDIATE``: no claim can slip in
+    between this check and the write.
+    """
+    if owner is None:
+        return
+    row = conn.execute(
+        "SELECT owner FROM heddle_runs WHERE workflow_id = ?", (workflow_id,)
+    ).fetchone()
+    holder = None if row is None else row[0]
+    if holder != owner:
+        raise LeaseLostError(workflow_id, holder)
 
 
-_SELECT_RUN = (
-    "SELECT workflow_id, graph_name, fingerprint, input, nodes, status, started_at, finished_at, "
-    "owner, owner_site, lease_until, (SELECT COUNT(*) FROM heddle_node_results AS r "
-    "WHERE r.workflow_id = heddle_runs.workflow_id AND r.status = 'success') "
-    "FROM heddle_runs"
+# -- the schema ---------------------------------------------------------------------------
+
+# Version 1: the tables as heddle made them before the schema had a version, with the
+# lease columns (databases made before leases gain them).
+_TABLES_V1 = (
+    """CREATE TABLE IF NOT EXISTS heddle_runs (
+    workflow_id TEXT PRIMARY KEY,
+    graph_name  TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    input       TEXT NOT NULL,
+    nodes       TEXT NOT NULL,
+    status      TEXT NOT NULL,
+    started_at  TEXT NOT NULL,
+    finished_at TEXT,
+    owner       TEXT,
+    owner_site  TEXT,
+    lease_until TEXT
+)""",
+    "CREATE INDEX IF NOT EXISTS heddle_runs_started ON heddle_runs (started_at)",
+    """CREATE TABLE IF NOT EXISTS heddle_node_results (
+    workflow_id TEXT NOT NULL,
+    node        TEXT NOT NULL,
+    status      TEXT NOT NULL,
+    result      TEXT NOT NULL,
+    seq         INTEGER NOT NULL,
+    PRIMARY KEY (workflow_id, node)
+) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS heddle_events (
+    workflow_id TEXT NOT NULL,
+    seq         INTEGER NOT NULL,
+    event       TEXT NOT NULL,
+    PRIMARY KEY (workflow_id, seq)
+) WITHOUT ROWID""",
 )
+_TABLES = ("heddle_runs", "heddle_node_results", "heddle_events")
+_LEASE_COLUMNS = ("owner", "owner_site", "lease_until")
 
 
-def _record(row: tuple[Any, ...]) -> RunRecord:
-    (wid, graph, fingerprint, input_json, nodes, status, started, finished) = row[:8]
+class _ForeignSchema(Exception):
+    """Tables named like heddle's, in a shape heddle never made."""
+
+
+def _heddle_tables(conn: sqlite3.Connection) -> set[str]:
+    rows = conn.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name IN (?, ?, ?)", _TABLES
+    )
+    return {name for (name,) in rows}
+
+
+def _columns(conn: sqlite3.Connection, table: str) -> list[tuple[Any, ...]]:
+    """(name, type, notnull, default, pk) of each column, in order."""
+    return [tuple(row[1:]) for row in conn.execute(f"PRAGMA table_info({table})")]
+
+
+@functools.cache
+def _v1_columns() -> dict[str, list[tuple[Any, ...]]]:
+    conn = sqlite3.connect(":memory:")
+    try:
+        for statement in _TABLES_V1:
+            conn.execute(statement)
+        return {table: _columns(conn, table) for table in _TABLES}
+    finally:
+        conn.close()
+
+
+_STRICTER = re.compile(r"\b(CHECK|REFERENCES|UNIQUE|COLLATE|GENERATED)\b", re.IGNORECASE)
+
+
+def _check_unversioned(conn: sqlite3.Connection) -> bool:
+    """Check that heddle tables without a schema version are heddle's; True if complete.
+
+    Incomplete: a table is missing, or the runs table lacks the lease columns
+    (it predates them). Raises :class:`_ForeignSchema` for other columns,
+    other constraints or triggers: writing into those could fail only after
+    agents ran.
+    """
+    present = _heddle_tables(conn)
+    complete = present == set(_TABLES)
+    for table in sorted(present):
+        have, want = _columns(conn, table), _v1_columns()[table]
+        short = len(want) - len(have)
+        if have != want[: len(have)] or not (
+            short == 0 or (table == "heddle_runs" and 0 < short <= len(_LEASE_COLUMNS))
+        ):
+            raise _ForeignSchema(f"table {table} has columns {[c[0] for c in have]}")
+        complete = complete and short == 0
+        (sql,) = conn.execute(
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)
+        ).fetchone()
+        if _STRICTER.search(sql or ""):
+            raise _ForeignSchema(f"table {table} has constraints of its own")
+    triggers = conn.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name IN (?, ?, ?)", _TABLES
+    ).fetchall()
+    if triggers:
+        raise _ForeignSchema(f"triggers {', '.join(name for (name,) in triggers)}")
+    return complete
+
+
+def _to_v1(conn: sqlite3.Connection) -> None:
+    """Version 0 (no version: a new file, or one from before versions) to 1."""
+    _check_unversioned(conn)
+    for statement in _TABLES_V1:
+        conn.execute(statement)
+    have = {column[0] for column in _columns(conn, "heddle_runs")}
+    for column in _LEASE_COLUMNS:
+        if column not in have:
+            conn.execute(f"ALTER TABLE heddle_runs ADD COLUMN {column} TEXT")
+
+
+def _to_v2(conn: sqlite3.Connection) -> None:
+    """Version 1 to 2: the database numbers results, so a run's next number is an index lookup."""
+    conn.execute("CREATE INDEX heddle_node_results_seq ON heddle_node_results (workflow_id, seq)")
+
+
+_MIGRATIONS = (_to_v1, _to_v2)
+
+SCHEMA_VERSION = len(_MIGRATIONS)
+"""The checkpoint schema this heddle writes (``PRAGMA user_version``); newer files are refused."""
+
+
+# -- stored values ------------------------------------------------------------------------
+#
+# Results and inputs pass through _encode and _decode only, so that how they are stored
+# can change in one place.
+
+
+def _encode(value: Any, *, node: str | None, workflow_id: str) -> str:
+    """The stored text of ``node``'s result (None: the run's input); ResultNotSerializable."""
+    subject = (
+        f"the input of workflow {workflow_id!r}"
+        if node is None
+        else (f"the result of node {node!r}")
+    )
+    try:
+        return json.dumps(value)
+    except RecursionError:
+        raise ResultNotSerializable(
+            f"{subject} is nested too deeply to store as JSON; durable runs store it to "
+            "resume the run: flatten it",
+            node=node,
+        ) from None
+    except (TypeError, ValueError) as exc:
+        raise ResultNotSerializable(
+            f"{subject} is not JSON-serialisable ({exc}); durable runs store it to resume the "
+            "run: use str, numbers, bools, None, lists or dicts",
+            node=node,
+        ) from exc
+
+
+def _decode(text: Any, *, node: str | None, workflow_id: str) -> Any:
+    """The value stored as ``text`` for ``node`` (None: the input); ResultNotRestorable."""
+    try:
+        return json.loads(text)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise ResultNotRestorable(
+            f"cannot read back {_recorded(node, workflow_id)}: it is not valid JSON ({exc})",
+            workflow_id=workflow_id,
+            node=node,
+        ) from exc
+
+
+def _recorded(node: str | None, workflow_id: str) -> str:
+    what = "the input" if node is None else f"the result of node {node!r}"
+    return f"{what} of run {workflow_id!r}"
+
+
+_NODE_STATUSES: tuple[str, ...] = get_args(NodeStatus)
+_RUN_STATUSES: tuple[str, ...] = get_args(RunStatus)
+_RUN_STATES: tuple[str, ...] = get_args(RunState)
+
+
+def _node_result(workflow_id: str, node: str, status: Any, text: Any) -> NodeResult:
+    """A recorded result, checked: ResultNotRestorable rather than a node taken for not run."""
+    result = _decode(text, node=node, workflow_id=workflow_id)
+    problem = _result_problem(result, status)
+    if problem:
+        raise ResultNotRestorable(
+            f"cannot read back {_recorded(node, workflow_id)}: {problem}; heddle does not "
+            "treat it as not run: restore the row, or delete it to have the node run again",
+            workflow_id=workflow_id,
+            node=node,
+        )
+    return result  # type: ignore[no-any-return]
+
+
+def _result_problem(result: Any, status: Any) -> str | None:
+    if not isinstance(result, dict):
+        return f"it holds {type(result).__name__}, not a result"
+    missing = [k for k in ("content", "status", "error", "attempts", "duration") if k not in result]
+    if missing:
+        return f"it lacks {', '.join(missing)}"
+    if result["status"] not in _NODE_STATUSES:
+        return f"its status is {_preview(result['status'])}"
+    if result["status"] != status:
+        return f"its status column says {_preview(status)} but the result {result['status']!r}"
+    if result["error"] is not None and not isinstance(result["error"], str):
+        return f"its error is {_preview(result['error'])}"
+    if isinstance(result["attempts"], bool) or not isinstance(result["attempts"], int):
+        return f"its attempts are {_preview(result['attempts'])}"
+    if isinstance(result["duration"], bool) or not isinstance(result["duration"], int | float):
+        return f"its duration is {_preview(result['duration'])}"
+    return None
+
+
+def _event(workflow_id: str, seq: int, text: Any, path: Path) -> dict[str, Any]:
+    try:
+        event = json.loads(text)
+    except (TypeError, ValueError, RecursionError):
+        event = None
+    if not isinstance(event, dict):
+        raise CheckpointError(
+            f"run {workflow_id!r} in {path}: its event {seq} is not a JSON object "
+            f"({_preview(text)})",
+            path=path,
+        )
+    return event
+
+
+def _preview(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:57]}..."
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat()
+
+
+_SUMMARY_COLUMNS = (
+    "workflow_id, graph_name, fingerprint, {input}, nodes, status, started_at, finished_at, "
+    "owner, owner_site, lease_until, (SELECT COUNT(*) FROM heddle_node_results AS r "
+    "WHERE r.workflow_id = heddle_runs.workflow_id AND r.status = 'success')"
+)
+_SELECT_RUN = f"SELECT {_SUMMARY_COLUMNS.format(input='input')} FROM heddle_runs"
+_SELECT_SUMMARY = f"SELECT {_SUMMARY_COLUMNS.format(input='NULL')} FROM heddle_runs"
+
+
+class _Row:
+    """Reads the columns of one heddle_runs row, naming the run and column it cannot read."""
+
+    def __init__(self, workflow_id: Any, path: Path) -> None:
+        self.workflow_id = workflow_id
+        self.path = path
+
+    def bad(self, column: str, value: Any, expected: str) -> CheckpointError:
+        return CheckpointError(
+            f"run {self.workflow_id!r} in {self.path}: its {column} column holds "
+            f"{_preview(value)}, not {expected}; heddle cannot read this run (fix or delete "
+            "its row in heddle_runs)",
+            path=self.path,
+        )
+
+    def text(self, column: str, value: Any, *, optional: bool = False) -> Any:
+        if isinstance(value, str) or (optional and value is None):
+            return value
+        raise self.bad(column, value, "text")
+
+    def moment(self, column: str, value: Any, *, optional: bool = False) -> Any:
+        if value is None and optional:
+            return None
+        try:
+            moment = datetime.fromisoformat(value)
+        except (TypeError, ValueError):
+            raise self.bad(column, value, "an ISO 8601 timestamp") from None
+        # heddle writes UTC with its offset; a time without one is read as UTC too.
+        return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _record(row: tuple[Any, ...], path: Path) -> RunRecord:
+    (wid, graph, fingerprint, input_text, nodes_text, status, started, finished) = row[:8]
     owner, site, lease_until, done = row[8:]
-    started_at = _from_iso(started)
-    assert started_at is not None
-    until = _from_iso(lease_until)
+    read = _Row(wid, path)
+    read.text("workflow_id", wid)
+    try:
+        nodes = json.loads(nodes_text)
+    except (TypeError, ValueError, RecursionError):
+        nodes = None
+    if not isinstance(nodes, list) or not all(isinstance(n, str) for n in nodes):
+        raise read.bad("nodes", nodes_text, "a JSON list of node names")
+    if status not in _RUN_STATUSES:
+        raise read.bad("status", status, f"one of {', '.join(_RUN_STATUSES)}")
+    owner = read.text("owner", owner, optional=True)
+    until = read.moment("lease_until", lease_until, optional=True)
     return RunRecord(
         workflow_id=wid,
-        graph_name=graph,
-        fingerprint=fingerprint,
-        input=json.loads(input_json),
-        nodes=tuple(json.loads(nodes)),
+        graph_name=read.text("graph_name", graph),
+        fingerprint=read.text("fingerprint", fingerprint),
+        input=None if input_text is None else _decode(input_text, node=None, workflow_id=wid),
+        nodes=tuple(nodes),
         status=status,
-        started_at=started_at,
-        finished_at=_from_iso(finished),
-        lease=RunLease(owner, site or "", until) if owner and until else None,
+        started_at=read.moment("started_at", started),
+        finished_at=read.moment("finished_at", finished, optional=True),
+        lease=RunLease(owner, read.text("owner_site", site, optional=True) or "", until)
+        if owner and until
+        else None,
         nodes_done=int(done),
     )
