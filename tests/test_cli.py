@@ -9,6 +9,7 @@ which goes through the same entry point and error handling.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import sqlite3
@@ -68,14 +69,17 @@ pipeline.add_node("report", report).add_node("audit", audit)
 pipeline.add_edge("load", "enrich").add_edge("enrich", "report").add_edge("load", "audit")
 """
 
+# 'slow' touches 'slow-started' next to the file, then sleeps until it is cancelled.
 SLOW = """\
 import asyncio
+from pathlib import Path
 from heddle import WorkflowGraph
 
 async def first(task):
     return "first"
 
 async def slow(task):
+    Path(__file__).with_name("slow-started").touch()
     await asyncio.sleep(30)
 
 graph = WorkflowGraph("slow").add_node("first", first).add_node("slow", slow)
@@ -105,6 +109,39 @@ def not_a_graph():
     return 42
 
 NUMBER = 3
+"""
+
+# Terminal escapes in the graph's name, a node's name, a result and an error.
+EVIL = r"""
+from heddle import RetryPolicy, WorkflowGraph
+
+async def shout(task):
+    return "\x1b[2J\x1b]0;pwned\x07"
+
+async def explode(task):
+    raise ValueError("bad \x1b[31mred\x07")
+
+graph = WorkflowGraph("evil\x1b[5m")
+graph.add_node("n\x1b]0;x\x07", shout)
+graph.add_node("boom\x9b", explode, retry=RetryPolicy(max_attempts=1))
+"""
+
+# Two sinks: a long text of several lines, and a dict.
+OUTPUTS = """\
+from heddle import WorkflowGraph
+
+async def start(task):
+    return task
+
+async def text(task):
+    return "line one\\n" + "x" * 200
+
+async def data(task):
+    return {"rows": [1, 2], "topic": task}
+
+graph = WorkflowGraph("outputs").add_node("start", start)
+graph.add_node("text", text).add_node("data", data)
+graph.add_edge("start", "text").add_edge("start", "data")
 """
 
 BAD_FILES = {
@@ -147,6 +184,8 @@ def files(tmp_path: Path) -> Path:
         "pipeline.py": PIPELINE,
         "slow.py": SLOW,
         "several.py": SEVERAL,
+        "evil.py": EVIL,
+        "outputs.py": OUTPUTS,
         **BAD_FILES,
     }.items():
         (tmp_path / name).write_text(text, encoding="utf-8")
@@ -154,18 +193,46 @@ def files(tmp_path: Path) -> Path:
 
 
 def heddle(
-    *args: str, cwd: Path, timeout: float = 30, **env: str
+    *args: str, cwd: Path, timeout: float = 30, stdin: str | None = None, **env: str
 ) -> subprocess.CompletedProcess[str]:
     """Run ``python -m heddle ARGS`` in a child process, stdout and stderr piped."""
     return subprocess.run(
         [sys.executable, "-m", "heddle", *args],
         cwd=cwd,
         env={**os.environ, "PYTHONPATH": str(SRC), **env},
+        input=stdin,
         capture_output=True,
         text=True,
         timeout=timeout,
         check=False,
     )
+
+
+def start_heddle(*args: str, cwd: Path) -> subprocess.Popen[str]:
+    """Start ``python -m heddle ARGS`` in a child process, stdout and stderr piped."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "heddle", *args],
+        cwd=cwd,
+        env={**os.environ, "PYTHONPATH": str(SRC)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait_for_file(marker: Path, child: subprocess.Popen[str], timeout: float = 20) -> None:
+    """Block until ``marker`` exists (an agent in ``child`` wrote it); fail if the child exits."""
+    deadline = time.monotonic() + timeout
+    while not marker.exists():
+        try:
+            child.wait(timeout=0.05)  # the wait itself is the tick: it ends if the child does
+        except subprocess.TimeoutExpired:
+            if time.monotonic() > deadline:
+                child.kill()
+                pytest.fail(f"{marker.name} did not appear within {timeout} s")
+            continue
+        out, err = child.communicate()
+        pytest.fail(f"heddle exited ({child.returncode}) first: stdout={out!r} stderr={err!r}")
 
 
 def invoke(*args: str, cwd: Path) -> Result:
@@ -495,6 +562,8 @@ def test_show_lists_nodes_without_a_result_as_pending(files: Path) -> None:
         "attempts": 0,
         "duration": None,
         "error": None,
+        "error_type": None,
+        "traceback": None,
         "content": None,
     }
     listed = invoke("runs", cwd=files).stdout
@@ -617,3 +686,379 @@ def test_a_run_held_by_a_live_process_is_listed_running_and_not_resumed(files: P
         )
     assert " interrupted " in invoke("runs", cwd=files).stdout
     assert invoke("resume", "held", "ok.py", cwd=files).exit_code == 0
+
+
+# -- what a workflow prints cannot drive the terminal (issue 10) ---------------------------
+
+CONTROL_BYTES = ("\x1b", "\x07", "\x9b")
+
+
+@pytest.mark.slow
+def test_control_characters_from_a_workflow_never_reach_the_terminal(files: Path) -> None:
+    """Escapes in a result, names, an error and the input: run, show and runs print them as text."""
+    ran = heddle(
+        "run", "evil.py", "--input-text", "\x1b[2Jinput", "--workflow-id", "evil-1", cwd=files
+    )
+    assert ran.returncode == 1, ran.stderr
+    assert "\\x1b[2J\\x1b]0;pwned\\x07" in ran.stdout  # the output, shown as text
+    assert "bad \\x1b[31mred\\x07" in ran.stdout
+    printed = {"run": ran.stdout + ran.stderr}
+    as_json = heddle("run", "evil.py", "--output", "json", cwd=files)
+    printed["run --output json"] = as_json.stdout + as_json.stderr
+    for args in (
+        ["show", "evil-1"],
+        ["show", "evil-1", "--json"],
+        ["show", "evil-1", "--trace", "boom\x9b"],
+        ["runs"],
+        ["runs", "--json"],
+        ["graph", "evil.py"],
+    ):
+        result = invoke(*args, cwd=files)
+        assert result.exit_code == 0, result.stderr
+        printed[" ".join(args)] = result.stdout + result.stderr
+    for command, text in printed.items():
+        assert not any(byte in text for byte in CONTROL_BYTES), command
+    assert "input: \\x1b[2Jinput" in printed["show evil-1"]
+    doc = json.loads(printed["show evil-1 --json"])
+    assert doc["nodes"][0]["content"] == "\x1b[2J\x1b]0;pwned\x07"  # JSON escapes, same value
+
+
+def test_an_error_quoting_a_users_escapes_is_printed_as_text(files: Path) -> None:
+    """A workflow file's exception message reaches stderr with its control characters visible."""
+    (files / "loud.py").write_text("raise RuntimeError('\\x1b]0;pwned\\x07')\n", encoding="utf-8")
+    result = invoke("run", "loud.py", cwd=files)
+    assert result.exit_code == 1
+    line = assert_one_error_line(result.stderr)
+    assert line.endswith("RuntimeError while loading (line 1): \\x1b]0;pwned\\x07")
+
+
+# -- the workflow input (issue 11) --------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_large_input_travels_in_a_file_or_on_stdin(files: Path) -> None:
+    """200 KB, over the 128 KiB of one argument, reaches the run whole via @FILE and via -."""
+    text = "tidal " * 35_000
+    (files / "big.txt").write_text(text, encoding="utf-8")
+    by_file = heddle("run", "ok.py", "--input", "@big.txt", "--workflow-id", "f1", cwd=files)
+    assert by_file.returncode == 0, by_file.stderr
+    by_stdin = heddle("run", "ok.py", "--input", "-", "--workflow-id", "s1", cwd=files, stdin=text)
+    assert by_stdin.returncode == 0, by_stdin.stderr
+    for wid in ("f1", "s1"):
+        assert json.loads(invoke("show", wid, "--json", cwd=files).stdout)["run"]["input"] == text
+
+
+def test_input_is_json_when_it_parses_else_text(files: Path) -> None:
+    """--input '{...}' gives the agents a dict, --input 42 an int, --input-text 42 a string."""
+    for wid, args in {
+        "j": ["--input", '{"topic": "tides"}'],
+        "n": ["--input", "42"],
+        "t": ["--input-text", "42"],
+    }.items():
+        assert invoke("run", "ok.py", *args, "--workflow-id", wid, cwd=files).exit_code == 0
+    inputs = {
+        wid: json.loads(invoke("show", wid, "--json", cwd=files).stdout)["run"]["input"]
+        for wid in "jnt"
+    }
+    assert inputs == {"j": {"topic": "tides"}, "n": 42, "t": "42"}
+
+
+def test_an_input_over_the_limit_is_one_error_before_anything_runs(files: Path) -> None:
+    """A 17 MiB input file: exit 2, one line naming the limit, no run recorded."""
+    with (files / "huge.txt").open("wb") as f:
+        f.truncate(17 * 1024 * 1024)
+    result = invoke("run", "ok.py", "--input", "@huge.txt", cwd=files)
+    assert result.exit_code == 2
+    assert "over the 16 MiB limit" in assert_one_error_line(result.stderr)
+    assert not (Path(os.environ["HEDDLE_HOME"]) / "heddle.db").exists()
+
+
+# -- the run's output -----------------------------------------------------------------------
+
+
+def test_run_prints_the_output_of_its_one_sink_after_the_table(files: Path) -> None:
+    """One node nothing waits for: its content, under 'output:', after the table and hints."""
+    result = invoke("run", "ok.py", "--input", "tidal power", cwd=files)
+    assert result.exit_code == 0
+    head, _, output = result.stdout.partition("\noutput:\n")
+    assert "inspect it:  heddle show" in head
+    assert output == "summary of 3 sources on tidal power\n"
+
+
+def test_run_prints_each_sinks_output_in_full_under_its_name(files: Path) -> None:
+    """Several sinks: each under its name; a long text whole with its newlines, a dict as JSON."""
+    result = invoke("run", "outputs.py", "--input", "tides", cwd=files)
+    assert result.exit_code == 0
+    output = result.stdout.split("\noutput of text:\n", 1)[1]
+    assert output == (
+        "line one\n" + "x" * 200 + "\n\noutput of data:\n"
+        '{\n  "rows": [\n    1,\n    2\n  ],\n  "topic": "tides"\n}\n'
+    )
+
+
+def test_output_json_prints_only_the_result_for_scripts(files: Path) -> None:
+    """--output json: stdout is one JSON document (nodes, output); progress goes to stderr."""
+    result = invoke("run", "pipeline.py", "--output", "json", "--workflow-id", "j1", cwd=files)
+    assert result.exit_code == 1
+    doc = json.loads(result.stdout)
+    assert set(doc) == {
+        "workflow_id",
+        "graph",
+        "status",
+        "started_at",
+        "finished_at",
+        "duration",
+        "nodes",
+        "output",
+    }
+    assert (doc["workflow_id"], doc["graph"], doc["status"]) == ("j1", "pipeline", "failed")
+    enrich = doc["nodes"][1]
+    assert enrich["node"] == "enrich" and enrich["status"] == "failed"
+    assert enrich["attempts"] == 2
+    assert enrich["error"] == "RuntimeError: enrichment service is down"
+    assert {"duration", "content", "error_type", "traceback"} <= set(enrich)
+    assert doc["output"] == {"report": None, "audit": "audited"}
+    assert "enrich  attempt 1 failed" in result.stderr
+    assert "finished: failed" in result.stderr
+
+
+# -- listing runs ---------------------------------------------------------------------------
+
+
+def test_runs_filters_by_status_and_graph(files: Path) -> None:
+    """--status (any state, interrupted included) and --graph keep the matching runs only."""
+    assert invoke("run", "ok.py", "--workflow-id", "ok-1", cwd=files).exit_code == 0
+    assert invoke("run", "pipeline.py", "--workflow-id", "bad-1", cwd=files).exit_code == 1
+    assert invoke("run", "several.py:beta", "--workflow-id", "beta-1", cwd=files).exit_code == 0
+    with sqlite3.connect(Path(os.environ["HEDDLE_HOME"]) / "heddle.db") as conn:
+        conn.execute("UPDATE heddle_runs SET status = 'running' WHERE workflow_id = 'ok-1'")
+
+    def listed(*args: str) -> list[str]:
+        result = invoke("runs", "--json", *args, cwd=files)
+        assert result.exit_code == 0, result.stderr
+        return [run["workflow_id"] for run in json.loads(result.stdout)]
+
+    assert listed("--status", "failed") == ["bad-1"]
+    assert listed("--status", "interrupted") == ["ok-1"]  # running, and its owner is gone
+    assert listed("--graph", "beta") == ["beta-1"]
+    assert listed("--status", "succeeded", "--graph", "pipeline") == []
+    none = invoke("runs", "--status", "cancelled", "--graph", "brief", cwd=files)
+    assert none.stdout.startswith("no runs with status cancelled of graph 'brief' recorded in ")
+    assert "Invalid value for '--status'" in invoke("runs", "--status", "ok", cwd=files).stderr
+
+
+def _column(text: str, head: str) -> list[str]:
+    """The cells of column ``head``, a folded cell's lines joined (rows start with 'workflow_')."""
+    header, _, *rows = text.splitlines()
+    start = header.index(head)
+    after = header[start + len(head) :]
+    end = start + len(head) + len(after) - len(after.lstrip())  # where the next head starts
+    cells: list[str] = []
+    for line in rows:
+        piece = line[start:end].strip()
+        if line.startswith("workflow_"):
+            cells.append(piece)
+        elif cells:
+            cells[-1] += piece
+    return cells
+
+
+def test_runs_at_80_columns_shows_a_long_graph_name_whole(
+    files: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At 80 columns a long graph name folds onto a second line instead of losing its end."""
+    name = "customer-support-triage-pipeline-v2"
+    (files / "long.py").write_text(OK.replace('"brief"', repr(name)), encoding="utf-8")
+    assert invoke("run", "long.py", cwd=files).exit_code == 0
+    monkeypatch.setenv("COLUMNS", "80")
+    text = invoke("runs", cwd=files).stdout
+    assert max(len(line) for line in text.splitlines()) <= 80
+    assert _column(text, "graph") == [name]
+    assert _column(text, "workflow id")[0].startswith("workflow_")
+    assert len(_column(text, "workflow id")[0]) == len("workflow_") + 12  # the id, whole
+    assert text.splitlines()[2].split()[-1] == "2/2"  # and the last column is still there
+
+
+# -- workflow files ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", [["run"], ["graph"], ["resume", "some-run"]])
+def test_a_workflow_file_that_is_not_python_is_refused_not_run(
+    files: Path, command: list[str]
+) -> None:
+    """wf.yaml, even one that is valid Python, is refused with exit 2 and never executed."""
+    (files / "wf.yaml").write_text("open('ran', 'w').close()\n", encoding="utf-8")
+    result = invoke(*command, "wf.yaml", cwd=files)
+    assert result.exit_code == 2
+    assert "wf.yaml is not a Python file" in assert_one_error_line(result.stderr)
+    assert not (files / "ran").exists()
+
+
+# -- stopping a run ------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_sigterm_cancels_the_run_cleanly_like_ctrl_c(files: Path) -> None:
+    """SIGTERM mid-run: exit 143, one line saying how to resume, the run recorded as cancelled."""
+    child = start_heddle("run", "slow.py", "--workflow-id", "term-1", cwd=files)
+    try:
+        wait_for_file(files / "slow-started", child)
+        child.terminate()
+        _, err = child.communicate(timeout=20)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.communicate()
+    assert child.returncode == 143
+    line = assert_one_error_line(err)
+    assert "SIGTERM received; workflow term-1 is recorded as cancelled" in line
+    assert "heddle resume term-1 slow.py:graph" in line
+    doc = json.loads(invoke("show", "term-1", "--json", cwd=files).stdout)
+    assert doc["run"]["status"] == "cancelled"
+    assert [n["status"] for n in doc["nodes"]] == ["success", "pending"]
+
+
+def test_resuming_an_interrupted_run_says_so_without_a_stale_warning(files: Path) -> None:
+    """The resume header shows the run's state (interrupted) and no 'both would run' note."""
+    assert invoke("run", "pipeline.py", "--workflow-id", "died", cwd=files).exit_code == 1
+    with sqlite3.connect(Path(os.environ["HEDDLE_HOME"]) / "heddle.db") as conn:
+        conn.execute("UPDATE heddle_runs SET status = 'running' WHERE workflow_id = 'died'")
+    (files / "marker").touch()
+    resumed = invoke("resume", "died", "pipeline.py", cwd=files)
+    assert resumed.exit_code == 0, resumed.stderr
+    assert resumed.stdout.startswith(
+        "Resuming died (graph 'pipeline', interrupted): 2 of 4 nodes recorded done, 2 to run\n"
+    )
+    assert "elsewhere" not in resumed.stdout
+
+
+# -- the database ---------------------------------------------------------------------------
+
+
+def test_checkpoint_warnings_reach_stderr_as_one_line_without_debug(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A locked database's warning is shown: one 'heddle: warning:' line, no traceback."""
+    from heddle.cli._running import heddle_logging
+
+    log = logging.getLogger("heddle.checkpoint")
+    with heddle_logging(debug=False):
+        try:
+            raise sqlite3.OperationalError("database is locked")
+        except sqlite3.OperationalError:
+            log.warning("%s is locked by another process;\nwaiting", "/x.db", exc_info=True)
+        log.info("progress the display shows anyway")
+        logging.getLogger("heddle.executor").warning("retrying: on the display already")
+    log.warning("after the command: not shown")
+    assert capsys.readouterr().err == (
+        "heddle: warning: /x.db is locked by another process; waiting\n"
+    )
+
+
+def test_runs_and_show_leave_an_empty_database_file_empty(files: Path) -> None:
+    """A zero-byte file is no database: runs says so, show finds no run, the file stays empty."""
+    home = Path(os.environ["HEDDLE_HOME"])
+    home.mkdir()
+    (home / "heddle.db").touch()
+    listed = invoke("runs", cwd=files)
+    assert listed.exit_code == 0
+    assert listed.stdout.startswith("no runs recorded in ")
+    shown = invoke("show", "some-run", cwd=files)
+    assert shown.exit_code == 2
+    assert "no run with workflow id 'some-run'" in assert_one_error_line(shown.stderr)
+    assert sorted(p.name for p in home.iterdir()) == ["heddle.db"]
+    assert (home / "heddle.db").stat().st_size == 0
+
+
+# -- failures you can debug -----------------------------------------------------------------
+
+
+def _record_failed_run(workflow_id: str) -> None:
+    """A failed run: 'fetch' succeeded, 'parse' raised (traceback recorded), 'save' never ran."""
+    import asyncio
+    from datetime import UTC, datetime
+
+    async def record() -> None:
+        async with SQLiteCheckpointer() as checkpointer:
+            await checkpointer.create_run(
+                RunRecord(
+                    workflow_id,
+                    "brief",
+                    "f" * 16,
+                    "x",
+                    ("fetch", "parse", "save"),
+                    "failed",
+                    datetime.now(UTC),
+                )
+            )
+            await checkpointer.save_node(
+                workflow_id,
+                "fetch",
+                {"content": "ok", "status": "success", "error": None, "attempts": 1, "duration": 1},
+            )
+            await checkpointer.save_node(
+                workflow_id,
+                "parse",
+                {
+                    "content": None,
+                    "status": "failed",
+                    "error": "ValueError: no rows",
+                    "error_type": "ValueError",
+                    "traceback": TRACEBACK,
+                    "attempts": 2,
+                    "duration": 1,
+                },
+            )
+
+    asyncio.run(record())
+
+
+TRACEBACK = (
+    "Traceback (most recent call last):\n"
+    '  File "/srv/brief.py", line 12, in parse\n'
+    "    raise ValueError('no rows')\n"
+    "ValueError: no rows\n"
+)
+
+
+def test_show_trace_prints_a_nodes_recorded_traceback(files: Path) -> None:
+    """show --trace NODE: the error type and the traceback the failed node recorded."""
+    _record_failed_run("t1")
+    result = invoke("show", "t1", "--trace", "parse", cwd=files)
+    assert result.exit_code == 0
+    assert result.stdout == (
+        "node 'parse' of run t1 failed after 2 attempts, raising ValueError; its traceback:\n"
+        + TRACEBACK
+    )
+    doc = json.loads(invoke("show", "t1", "--json", cwd=files).stdout)
+    assert (doc["nodes"][1]["error_type"], doc["nodes"][1]["traceback"]) == (
+        "ValueError",
+        TRACEBACK,
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "said"),
+    [
+        (["--trace", "fetch"], 0, "node 'fetch' of run t1 success; no traceback recorded"),
+        (["--trace", "save"], 0, "node 'save' of run t1 has no result yet (pending)"),
+        (["--trace", "pars"], 2, "run 't1' has no node 'pars'; did you mean 'parse'?"),
+        (["--trace", "zzz"], 2, "run 't1' has no node 'zzz' (its nodes: fetch, parse, save)"),
+        (["--trace", "parse", "--json"], 2, "--json and --trace do not go together"),
+    ],
+)
+def test_show_trace_says_clearly_when_there_is_no_traceback(
+    files: Path, args: list[str], code: int, said: str
+) -> None:
+    """A node that raised nothing, one without a result, an unknown node: each says so."""
+    _record_failed_run("t1")
+    result = invoke("show", "t1", *args, cwd=files)
+    assert result.exit_code == code
+    assert said in (result.stdout if code == 0 else assert_one_error_line(result.stderr))
+
+
+def test_debug_works_after_the_command_too(files: Path) -> None:
+    """'heddle run FILE --debug' is 'heddle --debug run FILE'."""
+    result = invoke("run", "boom.py", "--debug", cwd=files)
+    assert result.exit_code == 1
+    assert result.stderr.startswith("Traceback (most recent call last)")

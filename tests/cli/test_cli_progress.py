@@ -169,14 +169,15 @@ def test_broken_pipe_silences_the_console_instead_of_exiting(tmp_path: Path) -> 
     ("value", "expected"),
     [
         (None, ""),
-        ("  two\n lines ", "two lines"),
+        ("  two\n lines ", "two\\n lines"),
+        ("a\x1b[2Jb", "a\\x1b[2Jb"),
         ({"k": [1, 2]}, '{"k": [1, 2]}'),
         ("x" * 70, "x" * 59 + "…"),
-        ({1, 2}, '"{1, 2}"'),
+        ({1, 2}, "[1, 2]"),
     ],
 )
 def test_preview_is_one_short_line(value: object, expected: str) -> None:
-    """Strings as they are, other values as JSON, whitespace collapsed, cut with an ellipsis."""
+    """Strings as they are, other values as JSON, line breaks escaped, cut with an ellipsis."""
     assert preview(value) == expected
 
 

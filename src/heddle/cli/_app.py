@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import sys
+import typing
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,20 +14,27 @@ import click
 from rich.text import Text
 
 from heddle import __version__
-from heddle.cli._errors import EXIT_INTERRUPTED, report
-from heddle.cli._loader import GraphSource, load_graph
-from heddle.cli._render import (
-    STATUS_STYLES,
-    format_duration,
-    format_time,
-    make_console,
-    node_table,
-    preview,
-    runs_table,
+from heddle.cli._errors import EXIT_INTERRUPTED, report, usage_error
+from heddle.cli._input import INPUT_HELP, read_input
+from heddle.cli._inspect import (
+    has_runs,
+    print_run,
+    print_trace,
+    read_run,
+    read_runs,
+    record_json,
+    show_json,
 )
-from heddle.cli._running import db_args, db_path, require_database, run_and_report
-from heddle.core.errors import RunNotFoundError
-from heddle.workflows.checkpoint import RunRecord, SQLiteCheckpointer
+from heddle.cli._loader import GraphSource, load_graph
+from heddle.cli._render import make_console, runs_table, to_json, visible
+from heddle.cli._running import (
+    OutputFormat,
+    db_path,
+    heddle_logging,
+    require_database,
+    run_and_report,
+)
+from heddle.workflows.checkpoint import RunState
 from heddle.workflows.executor import new_workflow_id
 
 __all__ = ["cli", "main"]
@@ -78,6 +85,16 @@ def _debug(ctx: click.Context) -> bool:
     return state is not None and state.debug
 
 
+# Before the command (``heddle --debug run``) or after it (``heddle run --debug``).
+DEBUG_OPTION = click.option(
+    "--debug",
+    is_flag=True,
+    is_eager=True,
+    expose_value=False,
+    callback=_set_debug,
+    help="Show tracebacks (a failed node's too) and heddle's log.",
+)
+
 DB_OPTION = click.option(
     "--db",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -88,22 +105,17 @@ DB_OPTION = click.option(
 
 
 @click.group("heddle", cls=_HeddleGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option(
-    "--debug",
-    is_flag=True,
-    is_eager=True,
-    expose_value=False,
-    callback=_set_debug,
-    help="Show tracebacks and the executor's log.",
-)
+@DEBUG_OPTION
 @click.version_option(__version__, prog_name="heddle")
 def cli() -> None:
     """Run multi-agent workflows durably, and inspect and resume their runs.
 
     FILE.py[:VAR] names a Python file and the variable holding a WorkflowGraph
     (or a function returning one); VAR may be left out when the file holds
-    exactly one graph. Exit codes: 0 ok, 1 the run or the work failed,
-    2 bad command line or unknown file, variable or run, 130 interrupted.
+    exactly one graph. run, resume and graph execute FILE.py: never give them
+    a file you would not run with python. Exit codes: 0 ok, 1 the run or the
+    work failed, 2 bad command line or unknown file, variable or run,
+    130 interrupted (Ctrl-C), 143 terminated (SIGTERM).
     """
 
 
@@ -115,26 +127,45 @@ MAX_CONCURRENT_OPTION = click.option(
     help="Most agent calls in flight at once.",
 )
 
+OUTPUT_OPTION = click.option(
+    "--output",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="text: progress, a table of the nodes, then the run's output; json: only the "
+    "result as JSON on stdout (progress on stderr).",
+)
+
 
 @cli.command()
 @click.argument("file", metavar="FILE.py[:VAR]")
-@click.option("--input", "input_text", metavar="TEXT", help="The workflow input (a string).")
+@click.option("--input", "input_value", metavar="VALUE", help=INPUT_HELP)
+@click.option(
+    "--input-text", metavar="TEXT", help="The workflow input: TEXT itself, always a string."
+)
 @MAX_CONCURRENT_OPTION
 @DB_OPTION
 @click.option("--workflow-id", metavar="ID", help="Id of the new run [default: a fresh one].")
+@OUTPUT_OPTION
+@DEBUG_OPTION
 @click.pass_context
 def run(
     ctx: click.Context,
     file: str,
+    input_value: str | None,
     input_text: str | None,
     max_concurrent: int,
     db: Path | None,
     workflow_id: str | None,
+    output: OutputFormat,
 ) -> None:
-    """Run a workflow file durably, with live progress.
+    """Run a workflow file durably, with live progress; print its output.
 
-    Exits 1 if the run fails; `heddle resume` finishes it later.
+    FILE.py is executed: run only files you trust. The output is the content
+    of the nodes nothing waits for. Exits 1 if the run fails; `heddle resume`
+    finishes it later.
     """
+    input = read_input(input_value, input_text)
     graph, source = load_graph(file)
     result = run_and_report(
         graph,
@@ -143,7 +174,8 @@ def run(
         db=db,
         max_concurrent=max_concurrent,
         workflow_id=workflow_id or new_workflow_id(),
-        input=input_text,
+        input=input,
+        output=output,
     )
     if not result.ok:
         ctx.exit(1)
@@ -160,14 +192,23 @@ def _source_text(source: GraphSource) -> str:
 @MAX_CONCURRENT_OPTION
 @DB_OPTION
 @click.option("--force", is_flag=True, help="Resume even if the graph's structure changed.")
+@OUTPUT_OPTION
+@DEBUG_OPTION
 @click.pass_context
 def resume(
-    ctx: click.Context, run_id: str, file: str, max_concurrent: int, db: Path | None, force: bool
+    ctx: click.Context,
+    run_id: str,
+    file: str,
+    max_concurrent: int,
+    db: Path | None,
+    force: bool,
+    output: OutputFormat,
 ) -> None:
     """Finish a failed or interrupted run.
 
     Only the nodes of run RUN_ID that did not succeed run again; the graph in
-    FILE.py must have the recorded structure unless --force is given.
+    FILE.py (executed: run only files you trust) must have the recorded
+    structure unless --force is given.
     """
     graph, source = load_graph(file)
     result = run_and_report(
@@ -179,6 +220,7 @@ def resume(
         workflow_id=run_id,
         resume=True,
         force=force,
+        output=output,
     )
     if not result.ok:
         ctx.exit(1)
@@ -187,60 +229,44 @@ def resume(
 # -- inspecting ---------------------------------------------------------------------------
 
 
-def _run_json(record: RunRecord, path: Path) -> dict[str, Any]:
-    return {
-        "workflow_id": record.workflow_id,
-        "graph": record.graph_name,
-        "status": record.state,
-        "owner": record.lease.owner if record.lease else None,
-        "lease_until": record.lease.until.isoformat() if record.lease else None,
-        "fingerprint": record.fingerprint,
-        "input": record.input,
-        "nodes": list(record.nodes),
-        "started_at": record.started_at.isoformat(),
-        "finished_at": record.finished_at.isoformat() if record.finished_at else None,
-        "duration": record.duration,
-        "nodes_done": record.nodes_done,
-        "database": str(path),
-    }
-
-
-async def _read_runs(path: Path, limit: int) -> list[RunRecord]:
-    async with SQLiteCheckpointer(path) as checkpointer:
-        return await checkpointer.list_runs(limit)
-
-
 @cli.command()
 @DB_OPTION
 @click.option(
     "--limit", type=click.IntRange(min=1), default=20, show_default=True, help="Most runs listed."
 )
+@click.option(
+    "--status",
+    type=click.Choice(typing.get_args(RunState)),
+    help="Only the runs in this state.",
+)
+@click.option("--graph", "graph_name", metavar="NAME", help="Only the runs of this graph.")
 @click.option("--json", "as_json", is_flag=True, help="Print the runs as JSON.")
-def runs(db: Path | None, limit: int, as_json: bool) -> None:
+@DEBUG_OPTION
+@click.pass_context
+def runs(
+    ctx: click.Context,
+    db: Path | None,
+    limit: int,
+    status: RunState | None,
+    graph_name: str | None,
+    as_json: bool,
+) -> None:
     """List recent runs, newest first."""
     path = db_path(db)
-    records = asyncio.run(_read_runs(path, limit)) if path.exists() else []
+    records = []
+    if has_runs(path):
+        with heddle_logging(_debug(ctx)):
+            records = asyncio.run(read_runs(path, limit, status=status, graph=graph_name))
     if as_json:
-        rows = [_run_json(r, path) for r in records]
-        click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+        click.echo(to_json([record_json(r, path) for r in records]))
         return
     console = make_console()
     if not records:
-        console.print(Text(f"no runs recorded in {path}"), soft_wrap=True)
+        which = f" with status {status}" if status else ""
+        which += f" of graph {graph_name!r}" if graph_name is not None else ""
+        console.print(Text(visible(f"no runs{which} recorded in {path}")), soft_wrap=True)
         return
-    console.print(runs_table(records))
-
-
-async def _read_run(
-    path: Path, run_id: str
-) -> tuple[RunRecord, dict[str, Any], list[dict[str, Any]]]:
-    async with SQLiteCheckpointer(path) as checkpointer:
-        record = await checkpointer.get_run(run_id)
-        if record is None:
-            raise RunNotFoundError(run_id, str(path))
-        results = dict(await checkpointer.node_results(run_id))
-        events = await checkpointer.events(run_id)
-    return record, results, events
+    console.print(runs_table(records, console.width))
 
 
 @cli.command()
@@ -249,54 +275,35 @@ async def _read_run(
 @click.option(
     "--json", "as_json", is_flag=True, help="Print the run, its nodes and events as JSON."
 )
-def show(run_id: str, db: Path | None, as_json: bool) -> None:
+@click.option(
+    "--trace",
+    metavar="NODE",
+    help="Print the traceback recorded for NODE (the exception it raised), if any.",
+)
+@DEBUG_OPTION
+@click.pass_context
+def show(
+    ctx: click.Context, run_id: str, db: Path | None, as_json: bool, trace: str | None
+) -> None:
     """Show one run, node by node.
 
     Every node of run RUN_ID in graph order (with no result yet: pending), with
     its status, attempts, duration and a preview of its result or error.
     """
+    if as_json and trace is not None:
+        raise usage_error("--json and --trace do not go together (--json has every traceback)")
     path = db_path(db)
     require_database(path, run_id)
-    record, results, events = asyncio.run(_read_run(path, run_id))
+    with heddle_logging(_debug(ctx)):
+        record, results, events = asyncio.run(read_run(path, run_id))
     if as_json:
-        nodes = []
-        for name in record.nodes:
-            result = results.get(name) or {}
-            nodes.append(
-                {
-                    "node": name,
-                    "status": result.get("status", "pending"),
-                    "attempts": result.get("attempts", 0),
-                    "duration": result.get("duration"),
-                    "error": result.get("error"),
-                    "content": result.get("content"),
-                }
-            )
-        doc = {"run": _run_json(record, path), "nodes": nodes, "events": events}
-        click.echo(json.dumps(doc, indent=2, ensure_ascii=False, default=str))
+        click.echo(to_json(show_json(record, results, events, path)))
         return
     console = make_console()
-    head = Text()
-    head.append(f"{record.workflow_id}  graph {record.graph_name!r}  ")
-    head.append(record.state, style=STATUS_STYLES.get(record.state, ""))
-    if record.state == "running" and record.lease is not None:
-        head.append(f" by {record.lease.owner}")
-    console.print(head, soft_wrap=True)
-    console.print(
-        Text(
-            f"started {format_time(record.started_at)}, finished {format_time(record.finished_at)}"
-            f", took {format_duration(record.duration)}; {len(events)} events recorded"
-        ),
-        soft_wrap=True,
-    )
-    if record.input is not None:
-        console.print(Text(f"input: {preview(record.input, 100)}"), soft_wrap=True)
-    console.print(node_table(record.nodes, results))
-    if record.state not in ("succeeded", "running"):
-        console.print(
-            Text(f"resume it: heddle resume {record.workflow_id} FILE.py[:VAR]{db_args(db)}"),
-            soft_wrap=True,
-        )
+    if trace is not None:
+        print_trace(console, record, results, trace)
+    else:
+        print_run(console, record, results, events, db)
 
 
 @cli.command()
@@ -309,10 +316,15 @@ def show(run_id: str, db: Path | None, as_json: bool) -> None:
     show_default=True,
     help="Mermaid flowchart or Graphviz DOT.",
 )
+@DEBUG_OPTION
 def graph(file: str, fmt: str) -> None:
-    """Print a workflow's graph as a Mermaid flowchart (or DOT)."""
+    """Print a workflow's graph as a Mermaid flowchart (or DOT).
+
+    FILE.py is executed to build the graph: use only files you trust.
+    """
     workflow, _ = load_graph(file)
-    click.echo(workflow.to_mermaid() if fmt == "mermaid" else workflow.to_dot(), nl=False)
+    text = workflow.to_mermaid() if fmt == "mermaid" else workflow.to_dot()
+    click.echo(visible(text), nl=False)
 
 
 # -- the demo -----------------------------------------------------------------------------
@@ -320,6 +332,7 @@ def graph(file: str, fmt: str) -> None:
 
 @cli.command()
 @DB_OPTION
+@DEBUG_OPTION
 @click.pass_context
 def demo(ctx: click.Context, db: Path | None) -> None:
     """Run the bundled example workflow (offline, about two seconds).
@@ -340,6 +353,7 @@ def demo(ctx: click.Context, db: Path | None) -> None:
         max_concurrent=4,
         workflow_id=new_workflow_id(),
         input=bundled.TOPIC,
+        output=None,  # the epilogue below says what came out
     )
     console.print()
     for line in bundled.epilogue(result):

@@ -10,8 +10,11 @@ Exit codes (documented in docs/cli.md):
   Python, a missing variable, no graph or several, an unknown run id, a graph
   unlike the recorded run's, a run another live process is running).
 * 130: interrupted (Ctrl-C); a durable run is recorded as cancelled.
+* 143: terminated (SIGTERM, as ``kill`` or a container stop sends); the same as Ctrl-C.
 
-``--debug`` prints the traceback before the line.
+``--debug`` prints the traceback before the line. What is printed goes
+through :func:`~heddle.cli._render.visible`: a message may quote a user's
+exception, a file name or a workflow's output.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from typing import TextIO
 
 import click
 
+from heddle.cli._render import visible
 from heddle.core.errors import (
     ConfigurationError,
     GraphMismatchError,
@@ -34,6 +38,7 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
 
 
 class CLIError(Exception):
@@ -95,7 +100,7 @@ def report(exc: BaseException, *, debug: bool, stream: TextIO) -> int:
     """
     message, code = describe(exc)
     if debug and not isinstance(exc, click.exceptions.UsageError):
-        stream.write("".join(traceback.format_exception(exc)))
-    stream.write(f"heddle: error: {one_line(message)}\n")
+        stream.write(visible("".join(traceback.format_exception(exc))))
+    stream.write(f"heddle: error: {visible(one_line(message), one_line=True)}\n")
     stream.flush()
     return code

@@ -1,9 +1,10 @@
 """Load a WorkflowGraph from ``FILE.py[:VAR]``, with one clear error for each way it can fail.
 
-The file is executed as a module named ``_heddle_workflow_<stem>`` (so an
-``if __name__ == "__main__":`` block does not run), registered in
-``sys.modules``, with its directory first on ``sys.path`` as ``python FILE.py``
-would have it, so it can import its neighbours.
+Only a ``.py`` file is loaded, and loading it runs it: it is executed as a
+module named ``_heddle_workflow_<stem>`` (so an ``if __name__ == "__main__":``
+block does not run), registered in ``sys.modules``, with its directory first
+on ``sys.path`` as ``python FILE.py`` would have it, so it can import its
+neighbours.
 """
 
 from __future__ import annotations
@@ -62,10 +63,16 @@ def _line_in(exc: BaseException, filename: str) -> int | None:
 
 def _execute(source: GraphSource) -> types.ModuleType:
     path, shown = source.path, str(source.path)
-    if not path.exists():
-        raise usage_error(f"no such file: {shown}")
     if path.is_dir():
         raise usage_error(f"{shown} is a directory, not a Python file")
+    if path.suffix.lower() != ".py":
+        # Refused before anything runs: a YAML or JSON file would otherwise be run as Python.
+        raise usage_error(
+            f"{shown} is not a Python file: heddle runs workflows written in Python, "
+            "FILE.py[:VAR] (the file is executed)"
+        )
+    if not path.exists():
+        raise usage_error(f"no such file: {shown}")
     try:
         data = path.read_bytes()
     except OSError as exc:
@@ -78,8 +85,6 @@ def _execute(source: GraphSource) -> types.ModuleType:
         detail = (exc.msg if isinstance(exc, SyntaxError) else str(exc)) + (
             f" at line {line}" if line else ""
         )
-        if path.suffix != ".py":
-            raise usage_error(f"{shown} is not a Python file ({detail})") from exc
         raise usage_error(f"{shown} is not valid Python: {detail}") from exc
     name = _module_name(path)
     module = types.ModuleType(name)

@@ -4,7 +4,8 @@ On a terminal: a rich ``Live`` panel (spinner, bar, counts of pending /
 running / done / failed / skipped nodes, retries, elapsed time, the nodes in
 flight) redrawn ten times a second, with retries and failures printed above
 it as they happen. Anywhere else (a pipe, a CI log): one plain line per node
-event and no control codes at all.
+event and no control codes at all. Names, errors and reasons come from the
+workflow and are shown through :func:`~heddle.cli._render.visible`.
 
 The bus calls :meth:`RunProgress.on_event` inline on the event loop, and the
 panel is redrawn by a task on the same loop, so the counts need no lock.
@@ -27,7 +28,7 @@ from rich.spinner import Spinner
 from rich.table import Table
 from rich.text import Text
 
-from heddle.cli._render import STATUS_STYLES, format_duration, preview
+from heddle.cli._render import STATUS_STYLES, format_duration, preview, visible
 from heddle.messaging.events import Event
 
 __all__ = ["RunProgress"]
@@ -73,7 +74,7 @@ class RunProgress:
         self.retries = 0
         self.status: str | None = None  # the run's final status, from workflow.finished
         self.live_mode = console.is_terminal
-        self._width = min(max((len(n) for n in self.nodes), default=4), 24)
+        self._width = min(max((len(_shown(n)) for n in self.nodes), default=4), 24)
         self._started = time.perf_counter()
         self._live: Live | None = None
         self._ticker: asyncio.Task[None] | None = None
@@ -126,7 +127,7 @@ class RunProgress:
             self._note(f"circuit breaker of agent {p.get('agent')!r} {state}", "yellow")
         elif kind == "workflow.started":
             if self.header is not None:
-                self.console.print(Text(self.header), soft_wrap=True)
+                self.console.print(Text(visible(self.header)), soft_wrap=True)
         elif kind == "workflow.finished":
             self.status = str(p.get("status"))
         if line is not None:
@@ -135,9 +136,13 @@ class RunProgress:
     # -- output -----------------------------------------------------------------------
 
     def _note(self, text: str, style: str = "") -> None:
-        self.console.print(Text(f"{self.elapsed:7.2f}s  {text}", style=style), soft_wrap=True)
+        self.console.print(
+            Text(f"{self.elapsed:7.2f}s  {visible(text, one_line=True)}", style=style),
+            soft_wrap=True,
+        )
 
     def _node_line(self, kind: str, node: str, text: str) -> None:
+        node, text = _shown(node), visible(text, one_line=True)
         if self.live_mode:
             # On a terminal the panel shows progress; only what needs attention scrolls by.
             if kind not in ("node.retrying", "node.failed"):
@@ -165,16 +170,16 @@ class RunProgress:
         if self.status is None:
             head.add_row(
                 Spinner("dots", style="cyan"),
-                Text(self.graph_name, style="bold"),
-                Text(self.workflow_id, style="dim"),
+                Text(_shown(self.graph_name), style="bold"),
+                Text(_shown(self.workflow_id), style="dim"),
                 Text(format_duration(self.elapsed)),
             )
         else:
             ok = self.status == "succeeded"
             head.add_row(
                 Text("OK" if ok else self.status.upper(), style="green" if ok else "red"),
-                Text(self.graph_name, style="bold"),
-                Text(self.workflow_id, style="dim"),
+                Text(_shown(self.graph_name), style="bold"),
+                Text(_shown(self.workflow_id), style="dim"),
                 Text(format_duration(self.elapsed)),
             )
         bar = Table.grid(padding=(0, 1))
@@ -212,7 +217,7 @@ class RunProgress:
             style = STATUS_STYLES.get(state, "") if state != DONE else "green"
             grid.add_row(
                 mark,
-                Text(name, style="" if state == RUNNING else "dim"),
+                Text(_shown(name), style="" if state == RUNNING else "dim"),
                 Text(state, style=style),
                 Text(self.detail.get(name, ""), style="dim"),
             )
@@ -264,3 +269,7 @@ class RunProgress:
 
     def __repr__(self) -> str:
         return f"RunProgress({self.graph_name!r}, {self.workflow_id!r}, {dict(self.counts)})"
+
+
+def _shown(name: str) -> str:
+    return visible(name, one_line=True)

@@ -1,22 +1,31 @@
-"""Consoles, tables and short text forms of what heddle records.
+"""Consoles, tables and the text forms of what heddle records.
 
-Everything a user's workflow produced (contents, errors, names) reaches rich
-as :class:`~rich.text.Text`, never as markup, so ``[red]`` in a result is
+What a workflow produced (contents, errors, graph and node names, inputs)
+may come from an LLM that an attacker can steer, so it never reaches the
+terminal raw: :func:`visible` shows every control character as an escape
+(ESC as ``\\x1b``), and :func:`to_json` does the same for JSON. Every command
+renders user strings through them, and the console applies :func:`visible`
+once more to whatever it prints (its own cursor and colour codes excepted),
+so a call site that forgets cannot leak a control code. User strings reach
+rich as :class:`~rich.text.Text`, never as markup, so ``[red]`` in a result is
 printed as it is.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import enum
 import json
 import os
 import sys
-from collections.abc import Mapping, Sequence
-from datetime import datetime
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import date, datetime, time
 from typing import Any, TextIO
 
 from rich import box
-from rich.console import Console
+from rich.console import Console, ConsoleOptions, RenderableType
+from rich.segment import Segment
 from rich.table import Table
 from rich.text import Text
 
@@ -27,10 +36,14 @@ __all__ = [
     "STATUS_STYLES",
     "format_duration",
     "format_time",
+    "jsonable",
     "make_console",
+    "node_json",
     "node_table",
     "preview",
     "runs_table",
+    "to_json",
+    "visible",
 ]
 
 PREVIEW_CHARS = 60
@@ -46,6 +59,81 @@ STATUS_STYLES = {
     "pending": "dim",
 }
 
+# -- control characters ------------------------------------------------------------------
+
+# C0 controls, DEL and C1 controls (ESC starts terminal sequences; C1's CSI, 0x9b, does on
+# some terminals by itself), the Unicode line and paragraph separators, and the bidi
+# overrides and isolates, which can make text read in another order than it is stored.
+_CONTROLS = [
+    *map(chr, range(0x20)),
+    *map(chr, range(0x7F, 0xA0)),
+    "\u2028",
+    "\u2029",
+    *map(chr, range(0x202A, 0x202F)),
+    *map(chr, range(0x2066, 0x206A)),
+]
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape(char: str) -> str:
+    code = ord(char)
+    return _NAMED.get(char) or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+
+
+_ONE_LINE = str.maketrans({c: _escape(c) for c in _CONTROLS})
+_FULL = str.maketrans({c: _escape(c) for c in _CONTROLS if c not in "\n\t"})
+# json.dumps escapes what is below 0x20 itself; the rest only appear inside JSON strings,
+# where \\uXXXX is a valid escape.
+_JSON = str.maketrans({c: f"\\u{ord(c):04x}" for c in _CONTROLS if ord(c) >= 0x7F})
+
+
+def visible(text: str, *, one_line: bool = False) -> str:
+    """``text`` with every control character shown as an escape: ``"\\x1b[2J"`` for ESC [2J.
+
+    Newlines and tabs are kept (a Windows line end becomes a newline), unless
+    ``one_line``: then they are escaped too (``\\n``, ``\\t``), for a value
+    shown on one line. Backslashes are left alone, so paths and regexes read
+    as they are.
+    """
+    if one_line:
+        return text.translate(_ONE_LINE)
+    return text.replace("\r\n", "\n").translate(_FULL)
+
+
+def _json_fallback(value: Any) -> Any:
+    """A JSON form for what json cannot encode: ISO times, model fields, else ``str``."""
+    if isinstance(value, datetime | date | time):
+        return value.isoformat()
+    if isinstance(value, enum.Enum):
+        return value.value
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+    dump = getattr(value, "model_dump", None)  # a pydantic model
+    if callable(dump):
+        with contextlib.suppress(Exception):
+            return dump(mode="json")
+    if isinstance(value, set | frozenset):
+        return list(value)
+    return str(value)
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` if :func:`to_json` can encode it, else its ``str()`` (a dict with tuple keys)."""
+    try:
+        json.dumps(value, default=_json_fallback)
+    except (TypeError, ValueError, RecursionError):
+        return str(value)
+    return value
+
+
+def to_json(value: Any, *, indent: int | None = 2) -> str:
+    """``value`` as JSON text with no raw control character; see :func:`_json_fallback`."""
+    text = json.dumps(value, indent=indent, ensure_ascii=False, default=_json_fallback)
+    return text.translate(_JSON)
+
+
+# -- consoles -----------------------------------------------------------------------------
+
 
 def _is_tty(stream: TextIO) -> bool:
     try:
@@ -55,6 +143,18 @@ def _is_tty(stream: TextIO) -> bool:
 
 
 class _Console(Console):
+    def render(
+        self, renderable: RenderableType, options: ConsoleOptions | None = None
+    ) -> Iterable[Segment]:
+        # The last line of defence: the text of every segment rich prints goes through
+        # visible(); rich's own codes are control segments or styles, added after this.
+        for segment in super().render(renderable, options):
+            text = segment.text
+            if segment.control or text.isprintable() or text == "\n":
+                yield segment
+            else:
+                yield Segment(visible(text), segment.style)
+
     def on_broken_pipe(self) -> None:
         # The reader went away (``heddle run ... | head``): stop printing, but let a durable
         # run finish and be recorded rather than dying inside an event callback.
@@ -82,18 +182,15 @@ def make_console(stream: TextIO | None = None) -> Console:
     )
 
 
+# -- short forms --------------------------------------------------------------------------
+
+
 def preview(value: Any, limit: int = PREVIEW_CHARS) -> str:
-    """One short line for a node's content: strings as they are, anything else as JSON."""
+    """One short line for a value: strings as they are, anything else as JSON; escapes visible."""
     if value is None:
         return ""
-    if isinstance(value, str):
-        text = value
-    else:
-        try:
-            text = json.dumps(value, ensure_ascii=False, default=repr)
-        except (TypeError, ValueError):
-            text = repr(value)
-    text = " ".join(text.split())
+    text = value if isinstance(value, str) else to_json(jsonable(value), indent=None)
+    text = visible(text.strip(), one_line=True)
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
@@ -119,12 +216,34 @@ def format_time(moment: datetime | None) -> str:
     return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S")
 
 
+def node_json(name: str, result: Mapping[str, Any] | None) -> dict[str, Any]:
+    """One node as ``show --json`` and ``run --output json`` print it (pending if no result)."""
+    result = result or {}
+    return {
+        "node": name,
+        "status": result.get("status", "pending"),
+        "attempts": result.get("attempts", 0),
+        "duration": result.get("duration"),
+        "error": result.get("error"),
+        "error_type": result.get("error_type"),
+        "traceback": result.get("traceback"),
+        "content": jsonable(result.get("content")),
+    }
+
+
+# -- tables -------------------------------------------------------------------------------
+
+
 def _status(status: str, note: str = "") -> Text:
     return Text(status + note, style=STATUS_STYLES.get(status, ""))
 
 
 def _cell(text: str, style: str = "") -> Text:
     return Text(text, style=style, no_wrap=True, overflow="ellipsis")
+
+
+def _name(name: str) -> Text:
+    return Text(visible(name, one_line=True))
 
 
 def node_table(
@@ -135,7 +254,7 @@ def node_table(
         title=title, box=box.SIMPLE_HEAD, title_justify="left", pad_edge=False, show_edge=False
     )
     # The fixed columns keep their width; the result takes what is left, cut with an ellipsis.
-    node_width = min(max((len(n) for n in names), default=4), 32)
+    node_width = min(max((len(visible(n, one_line=True)) for n in names), default=4), 32)
     table.add_column("node", no_wrap=True, min_width=node_width)
     table.add_column("status", no_wrap=True, min_width=7)
     table.add_column("attempts", justify="right", no_wrap=True, min_width=8)
@@ -144,7 +263,7 @@ def node_table(
     for name in names:
         result = results.get(name)
         if result is None:
-            table.add_row(Text(name), _status("pending"), "-", "-", Text(""))
+            table.add_row(_name(name), _status("pending"), "-", "-", Text(""))
             continue
         status = str(result.get("status"))
         resumed = bool(result.get("resumed"))
@@ -153,7 +272,7 @@ def node_table(
         else:
             shown = _cell(preview(result.get("error") or ""), STATUS_STYLES.get(status, ""))
         table.add_row(
-            Text(name),
+            _name(name),
             _status(status, " (resumed)" if resumed else ""),
             str(result.get("attempts", "-")),
             format_duration(result.get("duration")) if not resumed else "-",
@@ -162,22 +281,45 @@ def node_table(
     return table
 
 
-def runs_table(records: Sequence[RunRecord]) -> Table:
-    """Recent runs: id, graph, status, started, duration, nodes done/total."""
-    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
-    table.add_column("workflow id", no_wrap=True)
-    table.add_column("graph", min_width=5)
-    table.add_column("status", no_wrap=True)
-    table.add_column("started", no_wrap=True)
-    table.add_column("took", justify="right", no_wrap=True)
-    table.add_column("done", justify="right", no_wrap=True)
-    for record in records:
-        table.add_row(
-            Text(record.workflow_id),
-            Text(record.graph_name),
-            _status(record.state),
-            format_time(record.started_at),
-            format_duration(record.duration),
-            f"{record.nodes_done}/{len(record.nodes)}",
+def runs_table(records: Sequence[RunRecord], width: int) -> Table:
+    """Recent runs: id, graph, status, started, duration, nodes done/total, in ``width`` columns.
+
+    Ids and graph names are never cut. When the row is wider than ``width``,
+    the start time goes first (its time under its date), then the graph name
+    folds onto more lines, then the id: the id is what a user copies.
+    """
+    rows = [
+        (
+            visible(r.workflow_id, one_line=True),
+            visible(r.graph_name, one_line=True),
+            r.state,
+            format_time(r.started_at),
+            format_duration(r.duration),
+            f"{r.nodes_done}/{len(r.nodes)}",
         )
+        for r in records
+    ]
+    heads = ("workflow id", "graph", "status", "started", "took", "done")
+    natural = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(heads)]
+    id_w, graph_w, status_w, started_w, took_w, done_w = natural
+    gaps = 3 * (len(heads) - 1)  # padding, divider, padding
+    fixed = status_w + took_w + done_w + gaps
+    if fixed + started_w + id_w + graph_w > width:
+        started_w = len("2026-11-27")
+        room = width - fixed - started_w
+        graph_w = max(min(graph_w, room - id_w), min(graph_w, _FOLDED_MIN))
+        id_w = max(min(id_w, room - graph_w), min(id_w, _FOLDED_MIN))
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
+    table.add_column(heads[0], width=id_w, overflow="fold")
+    table.add_column(heads[1], width=graph_w, overflow="fold")
+    table.add_column(heads[2], width=status_w, no_wrap=True)
+    table.add_column(heads[3], width=started_w)
+    table.add_column(heads[4], width=took_w, justify="right", no_wrap=True)
+    table.add_column(heads[5], width=done_w, justify="right", no_wrap=True)
+    for wid, graph, state, started, took, done in rows:
+        table.add_row(Text(wid), Text(graph), _status(state), started, took, done)
     return table
+
+
+#: A folded id or graph name keeps at least this many characters a line.
+_FOLDED_MIN = 12
