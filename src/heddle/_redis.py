@@ -1,4 +1,5 @@
-"""Plumbing shared by heddle's Redis backends: the lazy import, one client per event loop.
+"""Plumbing shared by heddle's Redis backends: the lazy import, one client per event loop,
+and the deadline every Redis operation runs under.
 
 ``redis`` is an optional dependency (``pip install heddle[redis]``): nothing
 here imports it until a Redis-backed object is first used, so ``import heddle``
@@ -12,13 +13,27 @@ the close: explicitly in ``aclose()``, or, if nobody called that, when the
 loop shuts down (``asyncio.run`` finalizes async generators before closing
 the loop, and the client's lifetime is tied to one such generator).
 
-On Python 3.11 the clients have no socket timeout unless the URL sets one
-(``?socket_timeout=5``). redis-py 8 defaults to 5 s and then runs each
-command under ``asyncio.wait_for``, which before Python 3.12 swallows a
-cancellation that arrives as the command completes (CPython gh-86296): in
-our measurements, about half of the cancellations of a first command on a
-new connection were lost, so a cancelled node or bus reader kept running.
-Dead connections are still found by TCP keepalive, which redis-py enables.
+Deadlines. A Redis server that hangs without dying (stopped, swapping, stuck
+in a long script) keeps its TCP connections open, so keepalive never notices
+and a command waits for ever. Every operation therefore goes through
+:meth:`LoopClients.run`, which bounds it with ``asyncio.timeout()`` and turns
+every failure into :class:`~heddle.core.errors.BackendError` (a deadline
+missed: :class:`~heddle.core.errors.BackendTimeout`) with redis-py's error as
+the cause. redis-py's own timeout (``socket_timeout``) is off unless the URL
+sets one: it runs each command under ``asyncio.wait_for``, which before Python
+3.12 swallows a cancellation that arrives as the command completes (CPython
+gh-86296; in our measurements about half of the cancellations of a first
+command on a new connection were lost, so a cancelled node or bus reader kept
+running). ``asyncio.timeout()`` has no inner task: its cancellation goes into
+the command itself, and on leaving it tells its own expiry from an outside
+cancellation, which it lets through. ``run`` also re-raises an outside
+cancellation that a library swallowed, so a caller cannot lose one.
+
+A command cut off by its deadline leaves its connection mid-reply. redis-py
+disconnects a connection whose command was interrupted (by any exception,
+cancellation included) before it goes back to the pool, and the pool
+reconnects it on its next use, so a late reply is never read as the answer to
+the next command.
 """
 
 from __future__ import annotations
@@ -26,31 +41,39 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import math
 import re
-import sys
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
-from heddle.core.errors import ConfigurationError
+from heddle.core.errors import BackendError, BackendTimeout, ConfigurationError
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
 __all__ = [
     "MAX_CONNECTIONS",
+    "OPERATION_TIMEOUT",
     "LoopClients",
     "Script",
     "check_namespace",
+    "check_seconds",
     "check_url",
     "import_redis",
     "redacted",
 ]
 
 #: Connections per client (per event loop). More concurrent commands wait for a
-#: free one (up to 20 s) rather than open ever more sockets.
+#: free one (within their deadline) rather than open ever more sockets.
 MAX_CONNECTIONS = 32
+
+#: Default deadline of one Redis operation, in seconds: far above a healthy
+#: server's milliseconds, short enough that a hung one does not stall a run.
+OPERATION_TIMEOUT = 5.0
+
+T = TypeVar("T")
 
 _NAMESPACE = re.compile(r"[A-Za-z0-9_.:-]{1,100}")
 
@@ -77,6 +100,21 @@ def check_namespace(value: object, parameter: str = "namespace") -> str:
             parameter=parameter,
         )
     return value
+
+
+def check_seconds(value: object, parameter: str) -> float:
+    """A finite number of seconds > 0, as a float."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise ConfigurationError(
+            f"{parameter} must be a finite number of seconds > 0, got {value!r}",
+            parameter=parameter,
+        )
+    return float(value)
 
 
 def check_url(url: object) -> str:
@@ -119,23 +157,31 @@ class Script:
             return await client.eval(self.text, len(keys), *keys, *args)
 
 
-async def _closes_with_its_loop(client: Redis) -> AsyncGenerator[None, None]:
+async def _closes_with_its_loop(client: Redis, within: float) -> AsyncGenerator[None, None]:
     # Suspended at the yield for the client's whole life. aclose() on it, or
     # the loop's shutdown_asyncgens(), runs the finally clause on the loop.
     try:
         yield
     finally:
+        # Closing waits for the sockets to close: bounded too, for a hung server.
         with contextlib.suppress(Exception):
-            await client.aclose()
+            async with asyncio.timeout(within):
+                await client.aclose()
 
 
 class LoopClients:
-    """One ``redis.asyncio.Redis`` client per event loop, created on first use."""
+    """One ``redis.asyncio.Redis`` client per event loop, created on first use.
 
-    __slots__ = ("_clients", "_kwargs", "_url")
+    ``timeout`` is the default deadline of :meth:`run`, in seconds.
+    """
 
-    def __init__(self, url: str, **client_kwargs: Any) -> None:
+    __slots__ = ("_clients", "_kwargs", "_timeout", "_url")
+
+    def __init__(
+        self, url: str, *, timeout: float = OPERATION_TIMEOUT, **client_kwargs: Any
+    ) -> None:
         self._url = url
+        self._timeout = timeout
         self._kwargs = client_kwargs
         self._clients: dict[
             asyncio.AbstractEventLoop, tuple[Redis, AsyncGenerator[None, None]]
@@ -144,6 +190,58 @@ class LoopClients:
     @property
     def url(self) -> str:
         return self._url
+
+    @property
+    def backend(self) -> str:
+        """The server as errors name it: ``"Redis at <url>"``, password masked."""
+        return f"Redis at {redacted(self._url)}"
+
+    @property
+    def timeout(self) -> float:
+        """The default deadline of one operation, in seconds."""
+        return self._timeout
+
+    async def run(
+        self,
+        what: str,
+        operation: Callable[[Redis], Awaitable[T]],
+        *,
+        within: float | None = None,
+    ) -> T:
+        """``await operation(client)`` with the running loop's client, under a deadline.
+
+        ``within`` (seconds) overrides the default deadline (a blocking read
+        needs more). Raises :class:`BackendTimeout` if the deadline passes,
+        :class:`BackendError` for any other Redis failure (``what`` names the
+        operation in both), each with the underlying error as ``__cause__``.
+        A cancellation from outside always propagates, even one that arrives
+        as the deadline passes or that a library swallowed.
+        """
+        seconds = self._timeout if within is None else within
+        task = asyncio.current_task()
+        if task is None:
+            raise RuntimeError("Redis operations must run inside an asyncio task")
+        cancelling = task.cancelling()
+        deadline = asyncio.timeout(seconds)
+        try:
+            async with deadline:
+                result = await operation(await self.get())
+        except (import_redis().RedisError, OSError) as exc:  # TimeoutError is an OSError
+            if task.cancelling() > cancelling:
+                raise asyncio.CancelledError from exc  # turned into an error by a library
+            if deadline.expired():
+                raise BackendTimeout(
+                    f"{self.backend} did not answer {what} within {seconds:g}s",
+                    backend=self.backend,
+                    timeout=seconds,
+                ) from exc
+            raise BackendError(
+                f"{self.backend}: {what} failed: {type(exc).__name__}: {exc}",
+                backend=self.backend,
+            ) from exc
+        if task.cancelling() > cancelling:
+            raise asyncio.CancelledError  # swallowed by a library: honour it anyway
+        return result
 
     async def get(self) -> Redis:
         """The client of the running loop (connections are opened lazily, by the first command)."""
@@ -154,13 +252,12 @@ class LoopClients:
         for stale in [other for other in self._clients if other.is_closed()]:
             del self._clients[stale]  # closed with its loop by the generator
         aioredis = import_redis().asyncio
-        settings: dict[str, Any] = {"max_connections": MAX_CONNECTIONS}
-        if sys.version_info < (3, 12):
-            settings["socket_timeout"] = None  # see the module docstring
+        # No socket timeout: run()'s deadline bounds every command (see the module docstring).
+        settings: dict[str, Any] = {"max_connections": MAX_CONNECTIONS, "socket_timeout": None}
         # Options in the URL's query string take precedence over these.
         pool = aioredis.BlockingConnectionPool.from_url(self._url, **settings, **self._kwargs)
         client: Redis = aioredis.Redis.from_pool(pool)
-        lifetime = _closes_with_its_loop(client)
+        lifetime = _closes_with_its_loop(client, self._timeout)
         await anext(lifetime)  # registers it with the loop's async-generator hooks
         self._clients[loop] = (client, lifetime)
         return client

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import subprocess
 import sys
 import textwrap
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from heddle import CircuitBreaker, CircuitBreakerOpen, RetryPolicy, WorkflowExecutor, WorkflowGraph
-from heddle.core.errors import ConfigurationError
+from heddle.core.errors import BackendError, BackendTimeout, ConfigurationError
 from heddle.distributed import RedisCircuitBreakers
 from heddle.testing import FakeClock
 from heddle.workflows import CircuitBreakers, CircuitState
@@ -38,6 +39,13 @@ SRC = Path(__file__).resolve().parents[2] / "src"
 def namespace(redis_namespace: str) -> str:
     """A fresh namespace on the test Redis, deleted after the test."""
     return redis_namespace
+
+
+@pytest.fixture
+def black_hole() -> Iterator[str]:
+    """A Redis URL whose server takes connections and never answers, as a hung Redis does."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:  # never accept()ed
+        yield f"redis://127.0.0.1:{listener.getsockname()[1]}/0"
 
 
 @pytest.fixture
@@ -253,6 +261,9 @@ def test_it_behaves_like_the_pure_breaker(ops: list[str], namespace: str) -> Non
         ({"trial_timeout": float("inf")}, "trial_timeout"),
         ({"namespace": "a b"}, "namespace"),
         ({"url": "localhost:6379"}, "url"),
+        ({"operation_timeout": 0}, "operation_timeout"),
+        ({"operation_timeout": float("nan")}, "operation_timeout"),
+        ({"operation_timeout": "5"}, "operation_timeout"),
     ],
 )
 def test_bad_settings_are_refused(kwargs: dict[str, Any], parameter: str) -> None:
@@ -260,6 +271,40 @@ def test_bad_settings_are_refused(kwargs: dict[str, Any], parameter: str) -> Non
     with pytest.raises(ConfigurationError) as info:
         RedisCircuitBreakers(**kwargs)
     assert info.value.parameter == parameter
+
+
+# --- a Redis that hangs or is down -----------------------------------------------
+
+CALLS = ["acquire", "record_success", "record_failure", "release", "state", "failures", "reset"]
+
+
+@pytest.mark.parametrize("call", ["acquire", "record_failure", "state"])
+async def test_a_hung_redis_fails_a_call_with_backend_timeout(black_hole: str, call: str) -> None:
+    """A server that never answers: the call raises BackendTimeout at its deadline."""
+    breakers = RedisCircuitBreakers(black_hole, operation_timeout=0.2)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(BackendTimeout) as caught:
+        await getattr(breakers, call)("api")
+    assert loop.time() - started < 1.0  # a generous bound: the deadline is 0.2 s
+    assert caught.value.timeout == 0.2
+    assert caught.value.backend == f"Redis at {black_hole}"
+    assert isinstance(caught.value, TimeoutError)
+    assert f"{call}('api')" in str(caught.value) and "0.2s" in str(caught.value)
+    await breakers.aclose()
+
+
+@pytest.mark.parametrize("call", CALLS)
+async def test_an_unreachable_redis_fails_a_call_with_backend_error(call: str) -> None:
+    """Connection refused: BackendError naming the server (password masked), caused by redis-py."""
+    breakers = RedisCircuitBreakers("redis://u:s3cret@127.0.0.1:1/0")  # nothing listens on 1
+    with pytest.raises(BackendError) as caught:
+        await getattr(breakers, call)("api")
+    assert not isinstance(caught.value, BackendTimeout | redis.RedisError)
+    assert caught.value.backend == "Redis at redis://u:***@127.0.0.1:1/0"
+    assert "s3cret" not in str(caught.value)
+    assert isinstance(caught.value.__cause__, redis.ConnectionError)
+    await breakers.aclose()
 
 
 # --- across processes -------------------------------------------------------------

@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import subprocess
 import sys
 import textwrap
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from heddle.core.errors import ConfigurationError
+from heddle.core.errors import BackendError, BackendTimeout, ConfigurationError
 from heddle.memory import (
     AgentMemory,
     InvalidAgentId,
@@ -64,6 +66,13 @@ def python(code: str, *args: str, **kwargs: object) -> subprocess.Popen[str]:
     return subprocess.Popen(  # type: ignore[call-overload, no-any-return]
         [sys.executable, "-c", code, *args], text=True, env=env, **kwargs
     )
+
+
+@pytest.fixture
+def black_hole() -> Iterator[str]:
+    """A Redis URL whose server takes connections and never answers, as a hung Redis does."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:  # never accept()ed
+        yield f"redis://127.0.0.1:{listener.getsockname()[1]}/0"
 
 
 @pytest.fixture
@@ -238,7 +247,26 @@ async def test_an_unreachable_server_raises_memory_store_error_without_the_passw
             await store.put("agent", "k", "1", None)
         assert "s3cret" not in str(caught.value)
         assert "s3cret" not in repr(store)
-        assert isinstance(caught.value.__cause__, aioredis.RedisError)
+        cause = caught.value.__cause__
+        assert isinstance(cause, BackendError) and not isinstance(cause, BackendTimeout)
+        assert isinstance(cause.__cause__, aioredis.ConnectionError)
+
+
+@pytest.mark.parametrize("call", ["put", "get", "delete", "keys"])
+async def test_a_hung_server_fails_a_call_with_memory_store_error_at_the_deadline(
+    black_hole: str, call: str
+) -> None:
+    """A server that never answers: the call raises MemoryStoreError, caused by a timeout."""
+    args = {"put": ("agent", "k", "1", None), "keys": ("agent",)}.get(call, ("agent", "k"))
+    async with RedisStore(black_hole, operation_timeout=0.2) as store:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        with pytest.raises(MemoryStoreError) as caught:
+            await getattr(store, call)(*args)
+        assert loop.time() - started < 1.0  # a generous bound: the deadline is 0.2 s
+    assert isinstance(caught.value.__cause__, BackendTimeout)
+    assert isinstance(caught.value.__cause__, TimeoutError)
+    assert black_hole in str(caught.value) and "0.2s" in str(caught.value)
 
 
 async def test_a_closed_store_says_so(
@@ -271,10 +299,13 @@ def test_one_store_serves_several_event_loops_and_leaks_no_socket(
         ({"namespace": ""}, "namespace"),
         ({"namespace": "has{brace}"}, "namespace"),
         ({"namespace": "has space"}, "namespace"),
+        ({"operation_timeout": 0}, "operation_timeout"),
+        ({"operation_timeout": -1.0}, "operation_timeout"),
+        ({"operation_timeout": float("inf")}, "operation_timeout"),
     ],
 )
-def test_bad_settings_are_refused(kwargs: dict[str, str], parameter: str) -> None:
-    """A URL that is not redis:// and a namespace with odd characters raise ConfigurationError."""
+def test_bad_settings_are_refused(kwargs: dict[str, Any], parameter: str) -> None:
+    """A bad URL, namespace or operation_timeout raises ConfigurationError naming it."""
     with pytest.raises(ConfigurationError) as caught:
         RedisStore(**kwargs)
     assert caught.value.parameter == parameter

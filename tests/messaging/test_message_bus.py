@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import random
@@ -220,6 +221,92 @@ async def test_async_context_manager_drains_on_exit() -> None:
     assert len(seen) == 1
     await bus.aclose()
     await bus.aclose()
+
+
+async def test_aclose_gives_up_on_a_hung_subscriber_after_its_timeout() -> None:
+    """Hung subscriber, 1,000 events queued: aclose(timeout) drops them all in about that time."""
+    before = asyncio.all_tasks()
+    bus = MessageBus()  # delivery_timeout 30 s: draining would take 1,000 x 30 s
+    bus.subscribe("*", blocked_forever)
+    for _ in range(1000):
+        await bus.publish(Event("e"))
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await bus.aclose(timeout=0.2)
+    assert loop.time() - started < 1.0  # a generous bound
+    stats = bus.statistics()
+    assert (stats.dropped, stats.pending, stats.delivered, stats.timed_out) == (1000, 0, 0, 0)
+    assert asyncio.all_tasks() == before
+
+
+async def test_aclose_delivers_everything_that_arrives_within_its_timeout() -> None:
+    """Deliveries that finish before the deadline are delivered, none dropped."""
+    seen: list[int] = []
+
+    async def record(event: Event) -> None:
+        await asyncio.sleep(0)
+        seen.append(event.payload["i"])
+
+    bus = MessageBus()
+    bus.subscribe("*", record)
+    for i in range(100):
+        await bus.publish(Event("e", {"i": i}))
+    await bus.aclose(timeout=5)
+    assert seen == list(range(100))
+    assert bus.statistics().dropped == 0
+
+
+async def test_a_subscriber_that_ignores_cancellation_does_not_hold_up_aclose(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """aclose() logs a delivery that swallows its cancellation and returns without it."""
+    release = asyncio.Event()
+
+    async def stubborn(event: Event) -> None:
+        while not release.is_set():
+            with contextlib.suppress(asyncio.CancelledError):
+                await release.wait()
+
+    bus = MessageBus()
+    bus.subscribe("*", stubborn)
+    await bus.publish(Event("e"))
+    with caplog.at_level(logging.WARNING, logger="heddle.bus"):
+        await bus.aclose(timeout=0.05)
+    assert "ignored the cancellation" in caplog.text
+    release.set()
+    await bus.drain()  # the stubborn delivery ends once released
+    assert bus.statistics().pending == 0
+
+
+async def test_drain_with_a_timeout_says_whether_everything_was_delivered() -> None:
+    """drain(timeout) returns False while a delivery is stuck, stopping nothing; True once done."""
+    release = asyncio.Event()
+    seen: list[str] = []
+
+    async def waits(event: Event) -> None:
+        await release.wait()
+        seen.append(event.event_type)
+
+    bus = MessageBus()
+    bus.subscribe("*", waits)
+    await bus.publish(Event("a"))
+    await bus.publish(Event("b"))
+    assert await bus.drain(timeout=0.05) is False
+    assert await bus.drain(timeout=0) is False
+    release.set()
+    assert await bus.drain(timeout=5) is True
+    assert seen == ["a", "b"]
+    assert bus.statistics().dropped == 0
+
+
+@pytest.mark.parametrize("seconds", [-1, float("nan"), "1", True])
+async def test_bad_close_and_drain_timeouts_are_configuration_errors(seconds: Any) -> None:
+    """aclose() and drain() take seconds >= 0 or None; anything else names 'timeout'."""
+    bus = MessageBus()
+    for call in (bus.drain, bus.aclose):
+        with pytest.raises(ConfigurationError) as caught:
+            await call(seconds)
+        assert caught.value.parameter == "timeout"
 
 
 def test_one_bus_serves_several_event_loops() -> None:

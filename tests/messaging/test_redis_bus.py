@@ -11,18 +11,19 @@ import asyncio
 import json
 import logging
 import os
+import socket
 import subprocess
 import sys
 import textwrap
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from heddle import WorkflowExecutor, WorkflowGraph
-from heddle.core.errors import ConfigurationError
+from heddle.core.errors import BackendError, BackendTimeout, ConfigurationError
 from heddle.messaging import Event, EventType, MessageBus, RedisMessageBus
 
 redis = pytest.importorskip("redis", reason="needs the redis package: pip install heddle[redis]")
@@ -50,6 +51,13 @@ async def other(channel: str) -> AsyncIterator[RedisMessageBus]:
     """A second bus on the same channel: another process, as far as the buses can tell."""
     async with RedisMessageBus(REDIS_URL, channel=channel) as made:
         yield made
+
+
+@pytest.fixture
+def black_hole() -> Iterator[str]:
+    """A Redis URL whose server takes connections and never answers, as a hung Redis does."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:  # never accept()ed
+        yield f"redis://127.0.0.1:{listener.getsockname()[1]}/0"
 
 
 def python(code: str, *args: str, **kwargs: Any) -> subprocess.Popen[str]:
@@ -387,14 +395,55 @@ async def test_the_executor_publishes_through_it_to_other_processes(
 
 
 async def test_an_unreachable_server_fails_publish_and_start_without_the_password() -> None:
-    """Without Redis, publish() and start() raise redis-py's error; the repr hides the password."""
+    """Without Redis, publish() and start() raise BackendError; nothing shows the password."""
     bus = RedisMessageBus("redis://u:s3cret@127.0.0.1:1/0", channel="x")
     assert "s3cret" not in repr(bus)
-    with pytest.raises(redis.RedisError):
-        await bus.publish(Event("x"))
-    with pytest.raises(redis.RedisError):
-        await bus.start()
+    for call in (bus.publish(Event("x")), bus.start()):
+        with pytest.raises(BackendError) as caught:
+            await call
+        assert not isinstance(caught.value, BackendTimeout | redis.RedisError)
+        assert caught.value.backend == "Redis at redis://u:***@127.0.0.1:1/0"
+        assert "s3cret" not in str(caught.value)
+        assert isinstance(caught.value.__cause__, redis.ConnectionError)
     await bus.aclose()
+
+
+async def test_a_hung_server_fails_publish_with_backend_timeout_and_nobody_gets_it(
+    black_hole: str,
+) -> None:
+    """A server that never answers the XADD: publish() raises BackendTimeout at its deadline."""
+    bus = RedisMessageBus(black_hole, channel="x", operation_timeout=0.2)
+    seen: list[Event] = []
+    bus.subscribe("*", seen.append)  # its reader, on the same hung server, fails quietly
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(BackendTimeout) as caught:
+        await bus.publish(Event("x"))
+    assert loop.time() - started < 1.0  # a generous bound: the deadline is 0.2 s
+    assert (caught.value.timeout, caught.value.backend) == (0.2, f"Redis at {black_hole}")
+    assert "XADD" in str(caught.value)
+    assert seen == [] and bus.history() == []
+    await bus.aclose()
+
+
+async def test_aclose_gives_up_on_a_hung_subscriber_after_its_timeout(channel: str) -> None:
+    """aclose(timeout) stops the reader and drops a hung subscriber's events in about that time."""
+    before = asyncio.all_tasks()
+    bus = RedisMessageBus(REDIS_URL, channel=channel)
+
+    async def hung(event: Event) -> None:
+        await asyncio.Event().wait()
+
+    bus.subscribe("*", hung)
+    for _ in range(200):
+        await bus.publish(Event("e"))
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await bus.aclose(timeout=0.2)
+    assert loop.time() - started < 1.0  # not 200 x the 30 s delivery timeout
+    stats = bus.statistics()
+    assert (stats.dropped, stats.pending, stats.delivered) == (200, 0, 0)
+    assert asyncio.all_tasks() == before
 
 
 @pytest.mark.parametrize(
@@ -405,6 +454,8 @@ async def test_an_unreachable_server_fails_publish_and_start_without_the_passwor
         ({"channel": "a\nb"}, "channel"),
         ({"url": "127.0.0.1:6379"}, "url"),
         ({"max_pending": 0}, "max_pending"),
+        ({"operation_timeout": 0}, "operation_timeout"),
+        ({"delivery_timeout": 0}, "delivery_timeout"),
     ],
 )
 def test_bad_settings_are_refused(kwargs: dict[str, Any], parameter: str) -> None:

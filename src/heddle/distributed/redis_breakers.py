@@ -23,15 +23,28 @@ cannot leave the breaker rejecting forever.
 
 All processes sharing a namespace should use the same ``failure_threshold``
 and ``recovery_timeout``: each call applies its own process's settings.
+
+Every call to Redis has a deadline, ``operation_timeout``: a server that hangs
+makes the call raise :class:`~heddle.core.errors.BackendTimeout` instead of
+stalling the run, and one that fails (refused connection, any Redis error)
+raises :class:`~heddle.core.errors.BackendError`. The executor counts either
+as a failed attempt of the node, which its retry policy may retry.
 """
 
 from __future__ import annotations
 
-import math
-
-from heddle._redis import LoopClients, Script, check_namespace, check_url, import_redis, redacted
+from heddle._redis import (
+    OPERATION_TIMEOUT,
+    LoopClients,
+    Script,
+    check_namespace,
+    check_seconds,
+    check_url,
+    import_redis,
+    redacted,
+)
 from heddle.core._resource import AsyncResource
-from heddle.core.errors import CircuitBreakerOpen, ConfigurationError
+from heddle.core.errors import CircuitBreakerOpen
 from heddle.workflows.resilience import CircuitBreaker, CircuitState
 
 __all__ = ["RedisCircuitBreakers"]
@@ -143,7 +156,13 @@ class RedisCircuitBreakers(AsyncResource):
     the next caller (its process may have died). ``namespace`` prefixes the
     keys. Connections open on first use; :meth:`aclose` closes them (the
     object stays usable and reconnects). Needs ``pip install heddle[redis]``.
-    Redis errors propagate as redis-py's ``RedisError``.
+
+    Each call gets ``operation_timeout`` seconds (default 5) to hear back from
+    Redis. Past it, the call raises
+    :class:`~heddle.core.errors.BackendTimeout`; a Redis that fails (refused
+    connection, wrong password, any redis-py ``RedisError``) raises
+    :class:`~heddle.core.errors.BackendError`. Both name the server in
+    ``backend`` (password masked) and carry redis-py's error as ``__cause__``.
     """
 
     __slots__ = (
@@ -152,6 +171,7 @@ class RedisCircuitBreakers(AsyncResource):
         "_recovery_us",
         "_trial_us",
         "failure_threshold",
+        "operation_timeout",
         "recovery_timeout",
         "trial_timeout",
     )
@@ -164,25 +184,17 @@ class RedisCircuitBreakers(AsyncResource):
         recovery_timeout: float = 30.0,
         trial_timeout: float = 300.0,
         namespace: str = "heddle",
+        operation_timeout: float = OPERATION_TIMEOUT,
     ) -> None:
         import_redis()  # fail now, with the install hint
         # The pure breaker validates the two settings they share.
         CircuitBreaker("-", failure_threshold=failure_threshold, recovery_timeout=recovery_timeout)
-        if (
-            isinstance(trial_timeout, bool)
-            or not isinstance(trial_timeout, int | float)
-            or not math.isfinite(trial_timeout)
-            or trial_timeout <= 0
-        ):
-            raise ConfigurationError(
-                f"trial_timeout must be a finite number of seconds > 0, got {trial_timeout!r}",
-                parameter="trial_timeout",
-            )
-        self._clients = LoopClients(check_url(url))
+        self.trial_timeout = check_seconds(trial_timeout, "trial_timeout")
+        self.operation_timeout = check_seconds(operation_timeout, "operation_timeout")
+        self._clients = LoopClients(check_url(url), timeout=self.operation_timeout)
         self._namespace = check_namespace(namespace)
         self.failure_threshold = failure_threshold
         self.recovery_timeout = float(recovery_timeout)
-        self.trial_timeout = float(trial_timeout)
         self._recovery_us = round(self.recovery_timeout * 1_000_000)
         self._trial_us = round(self.trial_timeout * 1_000_000)
 
@@ -199,10 +211,20 @@ class RedisCircuitBreakers(AsyncResource):
             raise TypeError(f"agent must be a str, got {type(agent).__name__}")
         return f"{self._namespace}:breaker:{agent}"
 
-    async def _run(self, script: Script, agent: str, *args: int) -> list[int] | int:
-        key = self.key(agent)
-        result: list[int] | int = await script(await self._clients.get(), [key], args)
+    async def _run(self, what: str, script: Script, agent: str, *args: int) -> list[int] | int:
+        keys = [self.key(agent)]
+        result: list[int] | int = await self._clients.run(
+            f"RedisCircuitBreakers.{what}({agent!r})", lambda client: script(client, keys, args)
+        )
         return result
+
+    async def _field(self, agent: str, field: str) -> bytes | str | None:
+        """A field of the breaker's hash, read by the method of the same name."""
+        key = self.key(agent)
+        raw: bytes | str | None = await self._clients.run(
+            f"RedisCircuitBreakers.{field}({agent!r})", lambda client: client.hget(key, field)
+        )
+        return raw
 
     async def acquire(self, agent: str) -> CircuitState | None:
         """Ask to call ``agent``; raise :class:`CircuitBreakerOpen` if the call may not go.
@@ -210,7 +232,7 @@ class RedisCircuitBreakers(AsyncResource):
         Returns ``HALF_OPEN`` when this call is the trial that the expired
         recovery timeout let through, else None.
         """
-        reply = await self._run(_ACQUIRE, agent, self._recovery_us, self._trial_us)
+        reply = await self._run("acquire", _ACQUIRE, agent, self._recovery_us, self._trial_us)
         assert isinstance(reply, list)
         if reply[0] < 0:
             raise CircuitBreakerOpen(agent, reply[1] / 1_000_000)
@@ -218,35 +240,34 @@ class RedisCircuitBreakers(AsyncResource):
 
     async def record_success(self, agent: str) -> CircuitState | None:
         """The allowed call succeeded: forget the failures; a half-open breaker closes."""
-        return CircuitState.CLOSED if await self._run(_SUCCESS, agent) == 1 else None
+        closed = await self._run("record_success", _SUCCESS, agent)
+        return CircuitState.CLOSED if closed == 1 else None
 
     async def record_failure(self, agent: str) -> CircuitState | None:
         """The allowed call failed: the threshold-th failure in a row, or a failed trial, opens."""
-        opened = await self._run(_FAILURE, agent, self.failure_threshold)
+        opened = await self._run("record_failure", _FAILURE, agent, self.failure_threshold)
         return CircuitState.OPEN if opened == 1 else None
 
     async def release(self, agent: str) -> None:
         """The allowed call was cancelled (no verdict): free a half-open trial slot."""
-        await self._run(_RELEASE, agent)
+        await self._run("release", _RELEASE, agent)
 
     async def failures(self, agent: str) -> int:
         """Consecutive failed calls of ``agent`` since its last success, in any process."""
-        client = await self._clients.get()
-        raw = await client.hget(self.key(agent), "failures")
+        raw = await self._field(agent, "failures")
         return 0 if raw is None else int(raw)
 
     async def state(self, agent: str) -> CircuitState:
         """The breaker's state (an open breaker whose timeout passed reads ``OPEN``
         until the next ``acquire()``, as for :class:`CircuitBreaker`)."""
-        client = await self._clients.get()
-        raw = await client.hget(self.key(agent), "state")
+        raw = await self._field(agent, "state")
         if raw is None:
             return CircuitState.CLOSED
         return CircuitState(raw.decode() if isinstance(raw, bytes) else raw)
 
     async def reset(self, agent: str) -> CircuitState | None:
         """Force ``agent``'s breaker closed and forget its failures, for every process."""
-        return CircuitState.CLOSED if await self._run(_RESET, agent) == 1 else None
+        return CircuitState.CLOSED if await self._run("reset", _RESET, agent) == 1 else None
 
     async def aclose(self) -> None:
         """Close this event loop's connections (idempotent; a later call reconnects)."""

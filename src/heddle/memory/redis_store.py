@@ -24,16 +24,29 @@ cache a version it already holds for other data.
 Key listing never uses ``KEYS``: it pages through the agent's sorted set with
 ``ZRANGEBYLEX``, from ``[prefix`` to ``[prefix\\xff`` (no UTF-8 text contains
 byte 0xFF), so a prefix query costs O(log n + matches).
+
+Every call to Redis has a deadline (``operation_timeout``), so a server that
+hangs without dying fails a save or a load instead of stalling it for ever.
 """
 
 from __future__ import annotations
 
 import secrets
-from collections.abc import Hashable
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable, Hashable
+from typing import TYPE_CHECKING, TypeVar
 
-from heddle._redis import LoopClients, Script, check_namespace, check_url, import_redis, redacted
+from heddle._redis import (
+    OPERATION_TIMEOUT,
+    LoopClients,
+    Script,
+    check_namespace,
+    check_seconds,
+    check_url,
+    import_redis,
+    redacted,
+)
 from heddle.core._resource import AsyncResource
+from heddle.core.errors import BackendError
 from heddle.memory._validation import check_key, validate_agent_id
 from heddle.memory.errors import MemoryStoreError, StoreClosedError
 from heddle.memory.store import Lookup, StoredEntry, utc_from_micros
@@ -44,6 +57,8 @@ if TYPE_CHECKING:
 __all__ = ["RedisStore"]
 
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
+
+T = TypeVar("T")
 
 _PAGE = 1000  # keys per ZRANGEBYLEX page: no single call holds Redis for long
 
@@ -125,15 +140,26 @@ class RedisStore(AsyncResource):
             memory = AgentMemory("researcher", store)
             await memory.save("notes", ["a", "b"])
 
-    Redis errors (unreachable server, wrong password) are raised as
-    :class:`~heddle.memory.MemoryStoreError` with the redis-py error as cause.
+    Each call gets ``operation_timeout`` seconds (default 5) to hear back from
+    Redis. Every failure is a :class:`~heddle.memory.MemoryStoreError` naming
+    the server: its ``__cause__`` is a :class:`~heddle.core.errors.BackendTimeout`
+    (a ``TimeoutError``) if Redis did not answer in time, else a
+    :class:`~heddle.core.errors.BackendError` (unreachable server, wrong
+    password), whose own cause is redis-py's error.
     """
 
     __slots__ = ("_clients", "_closed", "_namespace")
 
-    def __init__(self, url: str = DEFAULT_URL, *, namespace: str = "heddle") -> None:
+    def __init__(
+        self,
+        url: str = DEFAULT_URL,
+        *,
+        namespace: str = "heddle",
+        operation_timeout: float = OPERATION_TIMEOUT,
+    ) -> None:
         import_redis()  # fail now, with the install hint, rather than at the first save
-        self._clients = LoopClients(check_url(url))
+        timeout = check_seconds(operation_timeout, "operation_timeout")
+        self._clients = LoopClients(check_url(url), timeout=timeout)
         self._namespace = check_namespace(namespace)
         self._closed = False
 
@@ -147,6 +173,11 @@ class RedisStore(AsyncResource):
         return self._namespace
 
     @property
+    def operation_timeout(self) -> float:
+        """How long one call waits for Redis, in seconds."""
+        return self._clients.timeout
+
+    @property
     def closed(self) -> bool:
         """True once ``aclose()`` was called."""
         return self._closed
@@ -155,28 +186,23 @@ class RedisStore(AsyncResource):
         base = f"{self._namespace}:memory:{{{agent_id}}}"
         return f"{base}:entries", f"{base}:keys", f"{base}:version"
 
-    async def _client(self) -> Redis:
+    async def _run(self, what: str, operation: Callable[[Redis], Awaitable[T]]) -> T:
         if self._closed:
             raise StoreClosedError(f"RedisStore({self.url!r}) is closed")
-        return await self._clients.get()
-
-    def _error(self, exc: Exception) -> MemoryStoreError:
-        return MemoryStoreError(
-            f"Redis store at {self.url} (namespace {self._namespace!r}): "
-            f"{type(exc).__name__}: {exc}"
-        )
+        try:
+            return await self._clients.run(f"RedisStore.{what}", operation)
+        except BackendError as exc:
+            raise MemoryStoreError(f"{exc} (namespace {self._namespace!r})") from exc
 
     async def get(self, agent_id: str, key: str, *, known_version: Hashable = None) -> Lookup:
         """The entry of ``key`` (None if absent) and the agent's version, read together."""
         validate_agent_id(agent_id)
         check_key(key)
-        client = await self._client()
         entries, _keys, version = self._keys_of(agent_id)
         known = str(known_version) if isinstance(known_version, int) else ""
-        try:
-            reply = await _GET(client, [entries, version], [key, known])
-        except import_redis().RedisError as exc:
-            raise self._error(exc) from exc
+        reply = await self._run(
+            "get", lambda client: _GET(client, [entries, version], [key, known])
+        )
         current = int(reply[0])
         if len(reply) == 1:
             return Lookup(None, current, unchanged=True)
@@ -187,19 +213,16 @@ class RedisStore(AsyncResource):
         """Store JSON texts under ``key`` in one atomic script; committed when this returns."""
         validate_agent_id(agent_id)
         check_key(key)
-        client = await self._client()
         entries, keys, version = self._keys_of(agent_id)
         if metadata is None:
             meta_len, payload = -1, value.encode()
         else:
             meta = metadata.encode()
             meta_len, payload = len(meta), meta + value.encode()
-        try:
-            new_version, created, now = await _PUT(
-                client, [entries, keys, version], [key, meta_len, payload, _version_start()]
-            )
-        except import_redis().RedisError as exc:
-            raise self._error(exc) from exc
+        args = [key, meta_len, payload, _version_start()]
+        new_version, created, now = await self._run(
+            "put", lambda client: _PUT(client, [entries, keys, version], args)
+        )
         entry = StoredEntry(value, metadata, utc_from_micros(created), utc_from_micros(now))
         return Lookup(entry, int(new_version))
 
@@ -207,12 +230,11 @@ class RedisStore(AsyncResource):
         """Remove ``key``; True if it existed."""
         validate_agent_id(agent_id)
         check_key(key)
-        client = await self._client()
         entries, keys, version = self._keys_of(agent_id)
-        try:
-            removed = await _DELETE(client, [entries, keys, version], [key, _version_start()])
-        except import_redis().RedisError as exc:
-            raise self._error(exc) from exc
+        args = [key, _version_start()]
+        removed = await self._run(
+            "delete", lambda client: _DELETE(client, [entries, keys, version], args)
+        )
         return bool(removed)
 
     async def keys(self, agent_id: str, prefix: str | None = None) -> list[str]:
@@ -224,21 +246,23 @@ class RedisStore(AsyncResource):
         validate_agent_id(agent_id)
         if prefix is not None:
             check_key(prefix)
-        client = await self._client()
         _entries, keys, _version = self._keys_of(agent_id)
         low = b"[" + prefix.encode() if prefix else b"-"
         high = b"[" + prefix.encode() + b"\xff" if prefix else b"+"
         found: list[str] = []
-        try:
-            while True:
-                page = await client.zrangebylex(keys, low, high, start=0, num=_PAGE)
-                found.extend(k.decode() if isinstance(k, bytes) else k for k in page)
-                if len(page) < _PAGE:
-                    return found
-                last = page[-1]
-                low = b"(" + (last if isinstance(last, bytes) else last.encode())
-        except import_redis().RedisError as exc:
-            raise self._error(exc) from exc
+        while True:  # a deadline per page: a long listing is not a hang
+            page = await self._page(keys, low, high)
+            found.extend(k.decode() if isinstance(k, bytes) else k for k in page)
+            if len(page) < _PAGE:
+                return found
+            last = page[-1]
+            low = b"(" + (last if isinstance(last, bytes) else last.encode())
+
+    async def _page(self, keys: str, low: bytes, high: bytes) -> list[bytes | str]:
+        page: list[bytes | str] = await self._run(
+            "keys", lambda client: client.zrangebylex(keys, low, high, start=0, num=_PAGE)
+        )
+        return page
 
     async def aclose(self) -> None:
         """Close the connections (idempotent); later calls raise StoreClosedError."""

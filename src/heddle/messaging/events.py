@@ -1,12 +1,11 @@
 """Events: what happened, when (in UTC), where, and in which workflow run.
 
 An :class:`Event` is an immutable value. Its ``timestamp`` is timezone-aware
-UTC: the user's design "fixed" ``default_factory=datetime.now`` by wrapping it
-in a lambda, which changed nothing (the factory was already called per
-instance); the real bug was naive local time, which cannot be compared across
-machines or daylight-saving changes. :meth:`Event.to_dict` and
-:meth:`Event.from_dict` round-trip an event through JSON so it can cross a
-process boundary.
+UTC (by default, the time the event is made): naive local time cannot be
+compared across machines, time zones or a daylight-saving change, so a naive
+timestamp is refused and an aware one in another zone is converted.
+:meth:`Event.to_dict` and :meth:`Event.from_dict` round-trip an event through
+JSON so it can cross a process boundary.
 
 :class:`EventType` names the lifecycle events the workflow executor publishes.
 """

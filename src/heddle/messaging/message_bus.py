@@ -26,9 +26,15 @@ Delivery semantics (see ``docs/messaging.md`` for the long form):
   on a snapshot of the matching subscriptions: one added during a publish
   gets the next event, one removed gets nothing more.
 
-The user's design copied the subscriber list before iterating (good), but
-still awaited each callback bare, so one raising subscriber aborted the
-publish for everyone after it and raised in the publisher.
+* Closing is bounded: ``await bus.aclose(timeout=30.0)`` waits at most
+  ``timeout`` seconds for the queued deliveries, then cancels the ones
+  running and drops the ones queued (counted as dropped), so a hung
+  subscriber cannot hold up a shutdown.
+
+Why the isolation and the queues: the workflow executor publishes in the
+middle of a run. Were each callback awaited bare inside ``publish``, one
+raising subscriber would abort the publish for every subscriber after it and
+raise into the run, and one slow subscriber would stall the run.
 
 Nothing loop-bound is created in ``__init__``, and a delivery task exists
 only while its queue is non-empty, so one bus serves several ``asyncio.run``
@@ -61,6 +67,10 @@ SubscriptionId = NewType("SubscriptionId", str)
 Callback = Callable[[Event], Any]
 
 _ROUTE_CACHE_SIZE = 1024  # distinct event types remembered before the cache starts over
+# How long aclose() waits, past its deadline, for cancelled deliveries to end.
+# A callback that honours cancellation ends at once; one that ignores it is
+# logged and left running rather than allowed to hold up the close.
+_CANCEL_GRACE = 0.1
 
 
 def _check_pattern(pattern: object) -> str:
@@ -75,6 +85,24 @@ def _check_pattern(pattern: object) -> str:
             parameter="event_type",
         )
     return pattern if type(pattern) is str else str(pattern)
+
+
+def _check_timeout(value: object, parameter: str, *, zero: bool = True) -> float | None:
+    """Seconds (>= 0, or > 0 unless ``zero``; ``math.inf`` allowed), or None for no limit."""
+    if value is None:
+        return None
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or math.isnan(value)
+        or value < 0
+        or (value == 0 and not zero)
+    ):
+        bound = ">= 0" if zero else "> 0"
+        raise ConfigurationError(
+            f"{parameter} must be seconds {bound} or None, got {value!r}", parameter=parameter
+        )
+    return float(value)
 
 
 def matches(pattern: str, event_type: str) -> bool:
@@ -181,16 +209,7 @@ class MessageBus(AsyncResource):
                 raise ConfigurationError(
                     f"{name} must be >= {minimum}, got {value}", parameter=name
                 )
-        if delivery_timeout is not None and (
-            isinstance(delivery_timeout, bool)
-            or not isinstance(delivery_timeout, int | float)
-            or math.isnan(delivery_timeout)
-            or delivery_timeout <= 0
-        ):
-            raise ConfigurationError(
-                f"delivery_timeout must be seconds > 0 or None, got {delivery_timeout!r}",
-                parameter="delivery_timeout",
-            )
+        _check_timeout(delivery_timeout, "delivery_timeout", zero=False)
         self._history: deque[Event] = deque(maxlen=max_history)
         self._max_pending = max_pending
         self._delivery_timeout = delivery_timeout
@@ -444,14 +463,21 @@ class MessageBus(AsyncResource):
             ),
         )
 
-    async def drain(self) -> None:
+    # A `timeout` parameter (ASYNC109) rather than asyncio.timeout() around the call:
+    # drain() returns False instead of raising, and aclose() cancels and counts the
+    # deliveries left.
+    async def drain(self, timeout: float | None = None) -> bool:  # noqa: ASYNC109
         """Wait until every queued delivery (including ones queued meanwhile) is done.
 
+        Returns True then. With a ``timeout`` (seconds), returns False if it
+        passes first; the deliveries go on (:meth:`aclose` stops them).
         Deliveries left queued by an event loop that has since ended are
         resumed on the current loop. Called from inside an async callback,
         it does not wait for that callback's own subscription.
         """
+        seconds = _check_timeout(timeout, "timeout")
         loop = asyncio.get_running_loop()
+        deadline = None if seconds is None else loop.time() + seconds
         me = asyncio.current_task()
         while True:
             for stale in [t for t in self._workers if t.done()]:
@@ -462,16 +488,56 @@ class MessageBus(AsyncResource):
                     self._start_worker(sub)
             waiting = [t for t in self._workers if t is not me and t.get_loop() is loop]
             if not waiting:
-                return
-            await asyncio.wait(waiting)
+                return True
+            if deadline is None:
+                await asyncio.wait(waiting)
+            elif loop.time() >= deadline:
+                return False
+            else:
+                await asyncio.wait(waiting, timeout=deadline - loop.time())
 
-    async def aclose(self) -> None:
-        """Deliver what is queued and leave no task behind. Idempotent.
+    async def aclose(self, timeout: float | None = 30.0) -> None:  # noqa: ASYNC109
+        """Deliver what is queued, within ``timeout`` seconds, and leave no task behind.
 
-        The bus stays usable: publishing again starts delivering again, which
-        is what lets one bus outlive several event loops.
+        Waits up to ``timeout`` seconds (default 30; ``None`` for no limit)
+        for the queued deliveries, as :meth:`drain` does. Past it, the
+        deliveries still running are cancelled and those still queued are
+        discarded; both count as ``dropped``. Idempotent. The bus stays
+        usable: publishing again starts delivering again, which is what lets
+        one bus outlive several event loops.
         """
-        await self.drain()
+        # Not self.drain(): a subclass's drain may do more (RedisMessageBus's reads the stream).
+        if not await MessageBus.drain(self, timeout):
+            await self._stop_deliveries()
+
+    async def _stop_deliveries(self) -> None:
+        """Drop every queued delivery, cancel the running ones and wait until they end."""
+        loop = asyncio.get_running_loop()
+        me = asyncio.current_task()
+        queued = sum(len(sub.pending) for sub in self._subscriptions.values())
+        for sub in self._subscriptions.values():
+            sub.pending.clear()
+        self._dropped += queued
+        running = [
+            t for t in self._workers if t is not me and not t.done() and t.get_loop() is loop
+        ]
+        logger.warning(
+            "closing the bus: %d queued deliveries dropped, %d running ones cancelled",
+            queued,
+            len(running),
+        )
+        for task in running:
+            task.cancel()  # the delivery counts itself as dropped (see _settle)
+        if not running:
+            return
+        _, stuck = await asyncio.wait(running, timeout=_CANCEL_GRACE)
+        for task in stuck:
+            sub = self._workers[task]  # removed only when the task ends
+            logger.error(
+                "subscriber %s ignored the cancellation of its delivery; left running",
+                sub.id,
+                extra={"subscription_id": sub.id},
+            )
 
     # -- inspection ----------------------------------------------------------
 

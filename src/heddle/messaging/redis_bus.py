@@ -7,11 +7,18 @@ Every bus on the same server and ``channel`` shares one Redis stream,
   JSON) to the stream with ``XADD ... MAXLEN ~ max_history``, then delivers
   it to this bus's own subscribers exactly as :class:`MessageBus` does (sync
   callbacks have run when it returns; async ones have it queued). If Redis
-  cannot take the event, ``publish`` raises and nobody gets it.
+  cannot take the event, ``publish`` raises
+  :class:`~heddle.core.errors.BackendError` (a
+  :class:`~heddle.core.errors.BackendTimeout` if Redis did not answer within
+  ``operation_timeout``) and nobody gets it; the workflow executor counts
+  such an event as lost and goes on with the run.
 * Each bus that has subscribers runs one reader task that ``XREAD``\\ s new
   stream entries (blocking) and delivers those published by *other* buses to
   its subscribers. An event therefore reaches each subscriber once: a bus
-  skips its own entries, which it delivered when publishing them.
+  skips its own entries, which it delivered when publishing them. Each
+  ``XREAD`` waits up to 2 s (``operation_timeout`` if shorter) for new
+  entries; one that fails, or that a hung server leaves unanswered for that
+  long plus ``operation_timeout``, is logged and retried, with growing pauses.
 * **At most once.** A subscriber gets the events published while its bus is
   listening, each once, in stream order (so each publisher's events in the
   order it published them). Events published while a process was down, or
@@ -25,9 +32,9 @@ Every bus on the same server and ``channel`` shares one Redis stream,
   ``subscribe()`` inside a running event loop starts listening too, without
   waiting. ``await bus.drain()`` waits until every event already in the
   stream has been delivered here, and every queued delivery is done.
-* Subscriber isolation, per-subscriber queues, the delivery timeout and the
-  rule that a slow subscriber cannot stall the publisher are MessageBus's:
-  the reader hands events to the same dispatch.
+* Subscriber isolation, per-subscriber queues, the delivery timeout, the
+  bounded close and the rule that a slow subscriber cannot stall the
+  publisher are MessageBus's: the reader hands events to the same dispatch.
 
 ``history()`` is MessageBus's, in memory: the events this bus published or
 received while listening. ``await bus.shared_history()`` reads the stream, the
@@ -47,10 +54,17 @@ import json
 import logging
 import uuid
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, Self
+from typing import Any, Self
 
-from heddle._redis import LoopClients, check_url, import_redis, redacted
-from heddle.core.errors import ConfigurationError
+from heddle._redis import (
+    OPERATION_TIMEOUT,
+    LoopClients,
+    check_seconds,
+    check_url,
+    import_redis,
+    redacted,
+)
+from heddle.core.errors import BackendError, ConfigurationError
 from heddle.messaging.events import Event
 from heddle.messaging.message_bus import (
     BusStatistics,
@@ -58,11 +72,9 @@ from heddle.messaging.message_bus import (
     MessageBus,
     SubscriptionId,
     _check_pattern,
+    _check_timeout,
     matches,
 )
-
-if TYPE_CHECKING:
-    from redis.asyncio import Redis
 
 __all__ = ["RedisMessageBus"]
 
@@ -71,7 +83,10 @@ logger = logging.getLogger("heddle.bus")
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
 
 _BATCH = 256  # entries per XREAD
-_BLOCK_MS = 2_000  # how long one XREAD waits for new entries before asking again
+# How long one XREAD waits for new entries before asking again: this, or
+# operation_timeout if shorter (a short deadline asks for hangs to be noticed
+# soon, the reader's too). Its deadline is that wait plus operation_timeout.
+_BLOCK_MS = 2_000
 _PAGE = 500  # entries per XREVRANGE in shared_history()
 _RETRY_MIN, _RETRY_MAX = 0.1, 5.0  # reader's reconnect delays (seconds), doubling
 
@@ -108,9 +123,12 @@ class RedisMessageBus(MessageBus):
     ``url`` is a redis-py URL; ``channel`` names the shared stream
     (``{channel}:events``); ``max_history`` bounds both the stream (trimmed
     approximately, ``MAXLEN ~``) and this bus's in-memory history.
-    ``max_pending`` and ``delivery_timeout`` are MessageBus's. See the module
-    docstring for the delivery semantics (at most once, in stream order).
-    Needs ``pip install heddle[redis]``.
+    ``max_pending`` and ``delivery_timeout`` are MessageBus's.
+    ``operation_timeout`` (seconds, default 5) is the deadline of each call
+    to Redis: past it, :meth:`publish` raises
+    :class:`~heddle.core.errors.BackendTimeout` rather than wait for a hung
+    server. See the module docstring for the delivery semantics (at most
+    once, in stream order). Needs ``pip install heddle[redis]``.
 
     ::
 
@@ -127,6 +145,7 @@ class RedisMessageBus(MessageBus):
         max_history: int = 1000,
         max_pending: int = 10_000,
         delivery_timeout: float | None = 30.0,
+        operation_timeout: float = OPERATION_TIMEOUT,
     ) -> None:
         import_redis()  # fail now, with the install hint
         super().__init__(max_history, max_pending=max_pending, delivery_timeout=delivery_timeout)
@@ -139,7 +158,8 @@ class RedisMessageBus(MessageBus):
             raise ConfigurationError(
                 f"channel must be a non-empty printable str, got {channel!r}", parameter="channel"
             )
-        self._clients = LoopClients(check_url(url))
+        timeout = check_seconds(operation_timeout, "operation_timeout")
+        self._clients = LoopClients(check_url(url), timeout=timeout)
         self._channel = channel
         self._stream = f"{channel}:events"
         # Marks this bus's own entries, which its reader skips.
@@ -164,6 +184,11 @@ class RedisMessageBus(MessageBus):
     def stream(self) -> str:
         """The Redis key of the shared stream."""
         return self._stream
+
+    @property
+    def operation_timeout(self) -> float:
+        """How long one call to Redis may take, in seconds."""
+        return self._clients.timeout
 
     @property
     def received(self) -> int:
@@ -191,10 +216,11 @@ class RedisMessageBus(MessageBus):
         """Listen for the events of other processes; returns once listening. Idempotent.
 
         Every event published (by any process) after this returns reaches
-        this bus's subscribers.
+        this bus's subscribers. Raises :class:`~heddle.core.errors.BackendError`
+        if Redis cannot be reached.
         """
         if self._last_id is None:
-            tail = await self._tail_id(await self._clients.get())
+            tail = await self._tail_id()
             if self._last_id is None:
                 self._last_id = tail
         self._ensure_reader()
@@ -205,8 +231,12 @@ class RedisMessageBus(MessageBus):
         if task is None or task.done() or task.get_loop() is not loop:
             self._reader = loop.create_task(self._read(), name=f"heddle-bus-reader:{self._stream}")
 
-    async def _tail_id(self, client: Redis) -> bytes:
-        last = await client.xrevrange(self._stream, "+", "-", count=1)
+    async def _tail_id(self) -> bytes:
+        """The id of the stream's last entry (``0-0`` if it is empty)."""
+        last = await self._clients.run(
+            f"XREVRANGE of {self._stream!r}",
+            lambda client: client.xrevrange(self._stream, "+", "-", count=1),
+        )
         if not last:
             return b"0-0"
         raw = last[0][0]
@@ -214,30 +244,22 @@ class RedisMessageBus(MessageBus):
 
     async def _read(self) -> None:
         delay = _RETRY_MIN
-        redis_error = import_redis().RedisError
         me = asyncio.current_task()
+        block_ms = max(1, min(_BLOCK_MS, round(self._clients.timeout * 1000)))  # 0: for ever
+        within = block_ms / 1000 + self._clients.timeout
         while True:
             if me is not None and me.cancelling():
                 # A cancellation that a library swallowed: honour it anyway.
                 raise asyncio.CancelledError
             try:
-                client = await self._clients.get()
                 if self._last_id is None:
-                    tail = await self._tail_id(client)
+                    tail = await self._tail_id()
                     if self._last_id is None:
                         self._last_id = tail
                     self._wake_drains()
-                reply = await client.xread(
-                    {self._stream: self._last_id}, count=_BATCH, block=_BLOCK_MS
-                )
-            except redis_error as exc:
-                logger.warning(
-                    "bus reader of %s: %s: %s; retrying in %.1fs",
-                    self._stream,
-                    type(exc).__name__,
-                    exc,
-                    delay,
-                )
+                reply = await self._read_after(self._last_id, block_ms, within)
+            except BackendError as exc:
+                logger.warning("bus reader of %s: %s; retrying in %.1fs", self._stream, exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _RETRY_MAX)
                 continue
@@ -247,6 +269,14 @@ class RedisMessageBus(MessageBus):
                 if _field(fields, b"origin") != self._origin:
                     await self._deliver_remote(entry_id, fields)
             self._wake_drains()
+
+    async def _read_after(self, last_id: bytes, block_ms: int, within: float) -> Any:
+        """XREAD the entries after ``last_id``, waiting up to ``block_ms`` for new ones."""
+        return await self._clients.run(
+            f"XREAD of {self._stream!r}",
+            lambda client: client.xread({self._stream: last_id}, count=_BATCH, block=block_ms),
+            within=within,
+        )
 
     async def _deliver_remote(self, entry_id: bytes, fields: Any) -> None:
         event = self._decode(entry_id, fields)
@@ -285,8 +315,10 @@ class RedisMessageBus(MessageBus):
     async def publish(self, event: Event) -> None:
         """Append ``event`` to the shared stream, then deliver it to this bus's subscribers.
 
-        Raises TypeError if the payload is not JSON, and redis-py's
-        ``RedisError`` if Redis cannot take the event (then nobody gets it).
+        Raises TypeError if the payload is not JSON, and
+        :class:`~heddle.core.errors.BackendError` if Redis cannot take the event
+        (:class:`~heddle.core.errors.BackendTimeout` if it did not answer within
+        ``operation_timeout``); then nobody gets it.
         """
         if not isinstance(event, Event):
             raise TypeError(f"publish() takes an Event, got {type(event).__name__}")
@@ -297,53 +329,81 @@ class RedisMessageBus(MessageBus):
                 f"the payload of a {event.event_type!r} event must be JSON to cross processes: "
                 f"{exc}"
             ) from exc
-        client = await self._clients.get()
         if self._subscriptions:
             self._ensure_reader()
-        await client.xadd(
-            self._stream,
-            {"event": data, "origin": self._origin},
-            maxlen=self.max_history,
-            approximate=True,
+        await self._clients.run(
+            f"XADD to {self._stream!r}",
+            lambda client: client.xadd(
+                self._stream,
+                {"event": data, "origin": self._origin},
+                maxlen=self.max_history,
+                approximate=True,
+            ),
         )
         await super().publish(event)
 
-    async def drain(self) -> None:
+    async def drain(self, timeout: float | None = None) -> bool:  # noqa: ASYNC109 - see MessageBus
         """Wait until every event in the stream now has been delivered here (if this bus
-        listens) and every queued delivery is done."""
+        listens) and every queued delivery is done.
+
+        Returns True then; with a ``timeout`` (seconds), False if it passes
+        first. Redis is asked once how far the stream goes, within
+        ``operation_timeout``: :class:`~heddle.core.errors.BackendError` if it
+        cannot tell.
+        """
+        seconds = _check_timeout(timeout, "timeout")
         loop = asyncio.get_running_loop()
+        deadline = None if seconds is None else loop.time() + seconds
         if self._subscriptions:
             self._ensure_reader()
         task = self._reader
         if task is not None and not task.done() and task.get_loop() is loop:
-            tail = await self._tail_id(await self._clients.get())
+            tail = await self._tail_id()
             last = self._last_id
             if tail != b"0-0" and (last is None or _parse_id(last) < _parse_id(tail)):
                 future = loop.create_future()
                 self._caught_up.append((_parse_id(tail), future))
-                await future
-        await super().drain()
+                remaining = None if deadline is None else max(0.0, deadline - loop.time())
+                done, _ = await asyncio.wait({future}, timeout=remaining)
+                if not done:
+                    future.cancel()  # _wake_drains() forgets it
+                    return False
+        remaining = None if deadline is None else max(0.0, deadline - loop.time())
+        return await MessageBus.drain(self, remaining)
 
-    async def aclose(self) -> None:
+    async def aclose(self, timeout: float | None = 30.0) -> None:  # noqa: ASYNC109 - see MessageBus
         """Stop listening, deliver what is queued, close the connections. Idempotent.
 
-        The bus stays usable, as a MessageBus does: subscribing or publishing
-        again reconnects (and listens from then on).
+        All of it within ``timeout`` seconds (default 30; ``None`` for no
+        limit), as :meth:`MessageBus.aclose`: past it, the deliveries still
+        running are cancelled and those still queued dropped. Closing sends no
+        command to Redis, so a hung server does not hold it up. The bus stays
+        usable, as a MessageBus does: subscribing or publishing again
+        reconnects (and listens from then on).
         """
+        seconds = _check_timeout(timeout, "timeout")
+        loop = asyncio.get_running_loop()
+        deadline = None if seconds is None else loop.time() + seconds
         task, self._reader = self._reader, None
         if task is not None and not task.done():
             task.cancel()
-            if task.get_loop() is asyncio.get_running_loop():
-                while not task.done():  # (again, should a library swallow the cancellation)
-                    await asyncio.wait({task}, timeout=0.1)
+            if task.get_loop() is loop:
+                # Again and again, should a library swallow the cancellation.
+                while not task.done() and (deadline is None or loop.time() < deadline):
+                    pause = 0.1 if deadline is None else min(0.1, deadline - loop.time())
+                    await asyncio.wait({task}, timeout=pause)
                     task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+                if task.done():
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+                else:
+                    logger.error("the bus reader of %s did not stop; left running", self._stream)
         self._last_id = None
         waiting, self._caught_up = self._caught_up, []
         for _, future in waiting:
             future.cancel()
-        await MessageBus.drain(self)  # not self.drain(): that would start a reader again
+        remaining = None if deadline is None else max(0.0, deadline - loop.time())
+        await super().aclose(remaining)
         await self._clients.aclose()
 
     async def __aenter__(self) -> Self:
@@ -371,15 +431,11 @@ class RedisMessageBus(MessageBus):
                 f"limit must be an int >= 0 or None, got {limit!r}", parameter="limit"
             )
         pattern = "*" if event_type is None else _check_pattern(event_type)
-        client = await self._clients.get()
         found: list[Event] = []
         upper: bytes = b"+"
         scanned = 0
         while scanned < self.max_history and (limit is None or len(found) < limit):
-            page = await client.xrevrange(
-                self._stream, upper, "-", count=min(_PAGE, self.max_history - scanned)
-            )
-            page = page or []
+            page = await self._page_before(upper, min(_PAGE, self.max_history - scanned)) or []
             for entry_id, fields in itertools.islice(page, self.max_history - scanned):
                 scanned += 1
                 event = self._decode(entry_id, fields)
@@ -393,6 +449,13 @@ class RedisMessageBus(MessageBus):
             upper = b"(" + (last if isinstance(last, bytes) else str(last).encode())
         found.reverse()
         return found
+
+    async def _page_before(self, upper: bytes, count: int) -> Any:
+        """XREVRANGE: up to ``count`` entries from ``upper`` down, newest first."""
+        return await self._clients.run(
+            f"XREVRANGE of {self._stream!r}",
+            lambda client: client.xrevrange(self._stream, upper, "-", count=count),
+        )
 
     def statistics(self) -> BusStatistics:
         """MessageBus's counters; ``published`` counts only this bus's own publishes
