@@ -970,6 +970,41 @@ def test_runs_and_show_leave_an_empty_database_file_empty(files: Path) -> None:
     assert (home / "heddle.db").stat().st_size == 0
 
 
+@pytest.mark.slow
+def test_a_locked_database_is_waited_for_and_the_user_told(files: Path) -> None:
+    """Another process holds the write lock: heddle says it waits, and on what, then runs."""
+    assert invoke("run", "ok.py", cwd=files).exit_code == 0
+    holder = sqlite3.connect(Path(os.environ["HEDDLE_HOME"]) / "heddle.db", isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    child = start_heddle("run", "ok.py", "--workflow-id", "late", cwd=files)
+    try:
+        assert child.stderr is not None
+        said = child.stderr.readline()  # blocks until heddle says something on stderr
+    finally:
+        holder.execute("COMMIT")
+        holder.close()
+    out, err = child.communicate(timeout=30)
+    assert said.startswith("heddle: warning: checkpoint database ")
+    assert "heddle.db is locked by another process" in said
+    assert "Traceback" not in said + err
+    assert child.returncode == 0, err
+    assert "workflow late succeeded" in out
+
+
+def test_a_corrupt_database_is_reported_with_what_to_do_and_left_untouched(files: Path) -> None:
+    """A file that is not a database: one line saying to move it aside; not a byte changes."""
+    home = Path(os.environ["HEDDLE_HOME"])
+    home.mkdir()
+    garbage = b"this is not an SQLite database\n" * 200
+    (home / "heddle.db").write_bytes(garbage)
+    for args in (["runs"], ["show", "some-run"], ["run", "ok.py"], ["resume", "r", "ok.py"]):
+        result = invoke(*args, cwd=files)
+        assert result.exit_code == 1, args
+        assert "move it aside" in assert_one_error_line(result.stderr)
+    assert (home / "heddle.db").read_bytes() == garbage
+    assert [p.name for p in home.iterdir()] == ["heddle.db"]
+
+
 # -- failures you can debug -----------------------------------------------------------------
 
 

@@ -258,7 +258,7 @@ def runs(
         with heddle_logging(_debug(ctx)):
             records = asyncio.run(read_runs(path, limit, status=status, graph=graph_name))
     if as_json:
-        click.echo(to_json([record_json(r, path) for r in records]))
+        click.echo(to_json([record_json(r, path, with_input=False) for r in records]))
         return
     console = make_console()
     if not records:

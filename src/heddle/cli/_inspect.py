@@ -1,13 +1,13 @@
-"""Reading recorded runs for ``heddle runs`` and ``heddle show``: never creating a database.
+"""Reading recorded runs for ``heddle runs`` and ``heddle show``: never writing a database.
 
-A database that does not exist, or an empty file, holds no runs: neither
-command opens it, so neither creates one.
+Both open the database read-only (``SQLiteCheckpointer(readonly=True)``): they
+never create, upgrade or write the file. A database that does not exist holds
+no runs; neither command opens it.
 """
 
 from __future__ import annotations
 
 import difflib
-import inspect
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from heddle.cli._render import (
     STATUS_STYLES,
     format_duration,
     format_time,
+    jsonable,
     node_json,
     node_table,
     preview,
@@ -44,20 +45,20 @@ _NODES_LISTED = 12
 
 
 def has_runs(path: Path) -> bool:
-    """Whether ``path`` may hold runs: it exists and is not empty (SQLite would format it)."""
-    return path.is_file() and path.stat().st_size > 0
+    """Whether ``path`` may hold runs (a read-only open refuses a missing file)."""
+    return path.exists()
 
 
-def record_json(record: RunRecord, path: Path) -> dict[str, Any]:
-    """One run as ``runs --json`` and ``show --json`` print it."""
-    return {
+def record_json(record: RunRecord, path: Path, *, with_input: bool = True) -> dict[str, Any]:
+    """One run as ``show --json`` prints it; ``runs --json`` without the input (not read)."""
+    doc: dict[str, Any] = {
         "workflow_id": record.workflow_id,
         "graph": record.graph_name,
         "status": record.state,
         "owner": record.lease.owner if record.lease else None,
         "lease_until": record.lease.until.isoformat() if record.lease else None,
         "fingerprint": record.fingerprint,
-        "input": record.input,
+        "input": jsonable(record.input),
         "nodes": list(record.nodes),
         "started_at": record.started_at.isoformat(),
         "finished_at": record.finished_at.isoformat() if record.finished_at else None,
@@ -65,30 +66,24 @@ def record_json(record: RunRecord, path: Path) -> dict[str, Any]:
         "nodes_done": record.nodes_done,
         "database": str(path),
     }
+    if not with_input:
+        del doc["input"]
+    return doc
 
 
 async def read_runs(
     path: Path, limit: int, *, status: RunState | None, graph: str | None
 ) -> list[RunRecord]:
     """The latest ``limit`` runs in ``path`` with that status (as seen now) and graph name."""
-    async with SQLiteCheckpointer(path) as checkpointer:
-        if "status" in inspect.signature(checkpointer.list_runs).parameters:
-            return await checkpointer.list_runs(limit, status=status, graph=graph)
-        # A store that cannot filter: filter here, over all its runs.
-        unfiltered = status is None and graph is None
-        records = await checkpointer.list_runs(limit if unfiltered else 2**62)
-        return [
-            r
-            for r in records
-            if (status is None or r.state == status) and (graph is None or r.graph_name == graph)
-        ][:limit]
+    async with SQLiteCheckpointer(path, readonly=True) as checkpointer:
+        return await checkpointer.list_runs(limit, status=status, graph=graph)
 
 
 async def read_run(
     path: Path, run_id: str
 ) -> tuple[RunRecord, dict[str, NodeResult], list[dict[str, Any]]]:
     """Run ``run_id``: its record, its node results and its events (RunNotFoundError if none)."""
-    async with SQLiteCheckpointer(path) as checkpointer:
+    async with SQLiteCheckpointer(path, readonly=True) as checkpointer:
         record = await checkpointer.get_run(run_id)
         if record is None:
             raise RunNotFoundError(run_id, str(path))

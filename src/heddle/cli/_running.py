@@ -128,11 +128,9 @@ def db_args(db: Path | None) -> str:
 
 
 def require_database(path: Path, run_id: str) -> None:
-    """Reading a run must not create a database, nor turn an empty file into one."""
+    """Looking for a run where there is no database finds none (and creates none)."""
     if not path.exists():
         raise RunNotFoundError(run_id, f"{path} (no such database)")
-    if path.is_file() and path.stat().st_size == 0:
-        raise RunNotFoundError(run_id, f"{path} (an empty file, no database)")
 
 
 # -- running ---------------------------------------------------------------------------------
