@@ -165,7 +165,7 @@ def run(
     of the nodes nothing waits for. Exits 1 if the run fails; `heddle resume`
     finishes it later.
     """
-    input = read_input(input_value, input_text)
+    workflow_input = read_input(input_value, input_text)
     graph, source = load_graph(file)
     result = run_and_report(
         graph,
@@ -174,7 +174,7 @@ def run(
         db=db,
         max_concurrent=max_concurrent,
         workflow_id=workflow_id or new_workflow_id(),
-        input=input,
+        input=workflow_input,
         output=output,
     )
     if not result.ok:

@@ -189,7 +189,13 @@ def preview(value: Any, limit: int = PREVIEW_CHARS) -> str:
     """One short line for a value: strings as they are, anything else as JSON; escapes visible."""
     if value is None:
         return ""
-    text = value if isinstance(value, str) else to_json(jsonable(value), indent=None)
+    if isinstance(value, str):
+        text = value
+    else:
+        try:
+            text = to_json(value, indent=None)
+        except (TypeError, ValueError, RecursionError):  # say, a dict with tuple keys
+            text = str(value)
     text = visible(text.strip(), one_line=True)
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 

@@ -303,12 +303,12 @@ def _print_tracebacks(console: Console, results: Mapping[str, NodeResult]) -> No
         if result["status"] != "failed":
             continue
         console.print()
-        recorded = result.get("traceback")
-        kind = result.get("error_type")
-        head = f"traceback of {name}" + (f" ({kind})" if kind else "")
-        if not recorded:
+        recorded, kind = result.get("traceback"), result.get("error_type")
+        if recorded:
+            head = f"traceback of {name}" + (f" ({kind})" if kind else "") + ":"
+        else:
             head = f"{name}: no traceback recorded ({result.get('error')})"
-        console.print(Text(visible(head + (":" if recorded else ""), one_line=True), style="red"))
+        console.print(Text(visible(head, one_line=True), style="red"), soft_wrap=True)
         if recorded:
             console.print(Text(visible(recorded.rstrip("\n"))), soft_wrap=True)
 
