@@ -126,7 +126,6 @@ async def test_arun_still_wins_over_pydantic_ai() -> None:
     assert await describe_agent(agent, node="n").call("x") == "arun: x"
 
 
-@pytest.mark.xfail(reason="the executor unwraps AgentReply in the lead's change (issue 11)")
 async def test_pydantic_ai_agent_runs_as_a_node_of_a_workflow() -> None:
     """Through a real execution the node's content is the output and its usage is recorded."""
     agent = Agent(TestModel(custom_output_text="Paris"), name="geographer")

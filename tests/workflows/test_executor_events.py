@@ -47,7 +47,8 @@ async def test_a_run_starts_and_ends_with_workflow_events() -> None:
 
 
 async def test_node_payloads_carry_node_agent_attempt_error_duration() -> None:
-    """Node events name the node and agent; retries carry the error and the delay."""
+    """Node events name the node and agent; retries carry the error, its type and the delay;
+    a failure carries the traceback too."""
     calls = 0
 
     async def flaky(task: Any) -> str:
@@ -68,6 +69,7 @@ async def test_node_payloads_carry_node_agent_attempt_error_duration() -> None:
         "agent": flaky.__qualname__,
         "attempt": 1,
         "error": "ConnectionError: reset",
+        "error_type": "ConnectionError",
         "delay": 0.0,
     }
     started_f = [
@@ -80,6 +82,9 @@ async def test_node_payloads_carry_node_agent_attempt_error_duration() -> None:
     (failed,) = bus.of_type("node.failed")
     assert failed.payload["node"] == "x"
     assert failed.payload["error"] == "ValueError: boom"
+    assert failed.payload["error_type"] == "ValueError"
+    assert failed.payload["traceback"].startswith("Traceback (most recent call last):")
+    assert "in boom" in failed.payload["traceback"]
     assert failed.payload["attempts"] == 2
     (skipped,) = bus.of_type("node.skipped")
     assert skipped.payload == {"node": "after", "reason": "upstream node 'x' failed"}

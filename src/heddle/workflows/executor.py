@@ -47,9 +47,10 @@ from heddle.core.errors import (
     LeaseLostError,
     RunNotFoundError,
 )
-from heddle.messaging.events import EventType
+from heddle.messaging.events import Event, EventType
 from heddle.messaging.message_bus import MessageBus
-from heddle.workflows._run import Run
+from heddle.workflows._lease import LeaseKeeper
+from heddle.workflows._run import Run, error_text
 from heddle.workflows.breakers import CircuitBreakers, LocalCircuitBreakers
 from heddle.workflows.checkpoint import Checkpointer, RunLease, RunRecord, SQLiteCheckpointer
 from heddle.workflows.context import ExecutionContext, NodeResult, NodeStatus
@@ -283,7 +284,12 @@ class WorkflowExecutor(AsyncResource):
                 started_at=started_at,
                 lease=lease,
             )
-            await self.checkpointer.create_run(record)
+            try:
+                await self.checkpointer.create_run(record)
+            except BaseException as exc:
+                # A cancel does not stop a write in flight: the run may be recorded.
+                await self._give_up(workflow_id, lease, exc)
+                raise
         context = ExecutionContext(workflow_id, graph.name, input)
         return await self._drive(Run(self, plan, context), graph.name, started_at, lease)
 
@@ -322,10 +328,35 @@ class WorkflowExecutor(AsyncResource):
             await run.go()  # replays every node; nothing is left to run
             return self._result(run, record.graph_name, record.started_at, record.finished_at)
         lease = RunLease.take(checkpointer.lease)
-        await checkpointer.claim_run(workflow_id, lease)
-        # Read after the claim: everything the previous owner recorded is in.
-        run = Run(self, plan, context, await checkpointer.node_results(workflow_id))
+        try:
+            await checkpointer.claim_run(workflow_id, lease)
+            # Read after the claim: everything the previous owner recorded is in.
+            recorded = await checkpointer.node_results(workflow_id)
+        except BaseException as exc:
+            await self._give_up(workflow_id, lease, exc)
+            raise
+        run = Run(self, plan, context, recorded)
         return await self._drive(run, record.graph_name, record.started_at, lease)
+
+    async def _give_up(self, workflow_id: str, lease: RunLease, exc: BaseException) -> None:
+        """Let go of a run this process may own, before or after running it.
+
+        Cancelled (Ctrl-C, an outside cancel): the run is recorded ``cancelled``.
+        Stopped by an error: its lease ends now, so it reads ``interrupted`` and
+        can be resumed at once. Writes are fenced by ``lease``: if this process
+        never became the owner, or lost the run, they change nothing.
+        """
+        assert self.checkpointer is not None
+        with contextlib.suppress(Exception):
+            if isinstance(exc, Exception):
+                ended = RunLease(lease.owner, lease.site, datetime.now(UTC))
+                await self.checkpointer.renew_lease(workflow_id, ended)
+            else:
+                await asyncio.shield(
+                    self.checkpointer.finish_run(
+                        workflow_id, "cancelled", datetime.now(UTC), owner=lease.owner
+                    )
+                )
 
     async def _drive(
         self, run: Run, graph_name: str, started_at: datetime, lease: RunLease | None
@@ -336,35 +367,54 @@ class WorkflowExecutor(AsyncResource):
         wid = run.context.workflow_id
         driver = asyncio.current_task()
         assert driver is not None
-        keeper = asyncio.create_task(_keep_lease(self.checkpointer, wid, lease, driver))
+        keeper = LeaseKeeper(self.checkpointer, wid, lease)
+        run.owner, run.lease_guard = lease.owner, keeper.guard
+        keeping = asyncio.create_task(keeper.keep(driver))
         try:
-            return await self._go(run, graph_name, started_at, lease.owner)
+            return await self._go(run, graph_name, started_at, keeper)
         except asyncio.CancelledError as exc:
-            if not keeper.done() or keeper.cancelled() or keeper.exception() is not None:
+            if not keeper.lost or not keeping.done():
                 raise
             driver.uncancel()  # the keeper's cancel, turned into this error
-            raise LeaseLostError(wid, keeper.result()) from exc
+            raise LeaseLostError(wid, keeper.lost_to) from exc
         finally:
-            keeper.cancel()
+            keeping.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await keeper
+                await keeping
 
     async def _go(
-        self, run: Run, graph_name: str, started_at: datetime, owner: str | None
+        self, run: Run, graph_name: str, started_at: datetime, keeper: LeaseKeeper | None
     ) -> WorkflowResult:
-        """Run to the end, bracketed by the workflow events and the run's final record."""
+        """Run to the end, bracketed by the workflow events and the run's final record.
+
+        How the run's record ends: ``succeeded`` or ``failed`` when the run
+        ran to its end; ``cancelled`` when it was cancelled (Ctrl-C, an outside
+        cancel); untouched when this process lost the run to another one; and
+        when recording it failed (the database is locked or gone), still
+        ``running`` with its lease given up, which reads as ``interrupted``:
+        resumable, as after a crash.
+        """
         wid = run.context.workflow_id
-        if run.observe:
-            await run.emit(EventType.WORKFLOW_STARTED, graph=graph_name, nodes=len(run.plan.names))
+        owner = keeper.owner if keeper is not None else None
         try:
-            await run.go()
-        except BaseException:
             if run.observe:
-                await run.emit_finished(graph_name, "cancelled", started_at)
-            if self.checkpointer is not None:
-                await asyncio.shield(
-                    self.checkpointer.finish_run(wid, "cancelled", datetime.now(UTC), owner=owner)
+                await run.emit(
+                    EventType.WORKFLOW_STARTED, graph=graph_name, nodes=len(run.plan.names)
                 )
+            await run.go()
+        except LeaseLostError:
+            raise  # the run is another process's now: record nothing
+        except Exception as exc:
+            await self._interrupted(run, graph_name, started_at, keeper, exc)
+            raise
+        except BaseException:
+            if keeper is not None and keeper.lost:
+                raise
+            if run.observe:
+                with contextlib.suppress(Exception):
+                    await run.emit_finished(graph_name, "cancelled", started_at)
+            if keeper is not None:
+                await self._give_up(wid, keeper.lease, asyncio.CancelledError())
             raise
         result = self._result(run, graph_name, started_at, None)
         if run.observe:
@@ -372,6 +422,39 @@ class WorkflowExecutor(AsyncResource):
         if self.checkpointer is not None:
             await self.checkpointer.finish_run(wid, result.status, result.finished_at, owner=owner)
         return result
+
+    async def _interrupted(
+        self,
+        run: Run,
+        graph_name: str,
+        started_at: datetime,
+        keeper: LeaseKeeper | None,
+        error: Exception,
+    ) -> None:
+        """The run stopped because recording it failed: say so, and give up its lease."""
+        wid = run.context.workflow_id
+        logger.error(
+            "workflow %r interrupted: %s; resume it once the cause is fixed",
+            wid,
+            error_text(error),
+            extra={"workflow_id": wid, "error_type": type(error).__name__},
+        )
+        if self.bus is not None:
+            with contextlib.suppress(Exception):
+                event = Event(
+                    EventType.WORKFLOW_FINISHED,
+                    {
+                        "graph": graph_name,
+                        "status": "interrupted",
+                        "duration": (datetime.now(UTC) - started_at).total_seconds(),
+                        "error": error_text(error),
+                    },
+                    source="executor",
+                    workflow_id=wid,
+                )
+                await self.bus.publish(event)
+        if keeper is not None:  # if the store is down, the lease simply runs out
+            await self._give_up(wid, keeper.lease, error)
 
     @staticmethod
     def _result(
@@ -415,28 +498,3 @@ class WorkflowExecutor(AsyncResource):
             "WorkflowExecutor.run() cannot be called from a running event loop; "
             "use 'await executor.execute(...)' instead"
         )
-
-
-async def _keep_lease(
-    checkpointer: Checkpointer, workflow_id: str, lease: RunLease, driver: asyncio.Task[Any]
-) -> str | None:
-    """Renew ``lease`` every third of its length while the run goes on.
-
-    If another process has taken the run over, cancel ``driver`` (the task
-    running it) and return the new owner (None if the run is no longer
-    running). A renewal that fails (a locked or unreachable store) is logged
-    and tried again: the lease is lost only when another process claims the run.
-    """
-    seconds = checkpointer.lease
-    while True:
-        await asyncio.sleep(seconds / 3)
-        lease = lease.renewed(seconds)
-        try:
-            if await checkpointer.renew_lease(workflow_id, lease):
-                continue
-            record = await checkpointer.get_run(workflow_id)
-        except Exception as exc:  # a store hiccup must not end the run
-            logger.warning("run %r: could not renew its lease: %s", workflow_id, exc)
-            continue
-        driver.cancel()
-        return record.lease.owner if record is not None and record.lease is not None else None
