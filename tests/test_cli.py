@@ -1092,6 +1092,20 @@ def test_show_trace_says_clearly_when_there_is_no_traceback(
     assert said in (result.stdout if code == 0 else assert_one_error_line(result.stderr))
 
 
+def test_run_with_debug_prints_each_failed_nodes_traceback_after_the_table(files: Path) -> None:
+    """--debug: after the table, the traceback the failed node recorded, into the user's file."""
+    result = invoke("run", "pipeline.py", "--debug", cwd=files)
+    assert result.exit_code == 1
+    after_table = result.stdout.split("inspect it:", 1)[1]
+    assert "\ntraceback of enrich (RuntimeError):\nTraceback (most recent call last):\n" in (
+        after_table
+    )
+    assert 'raise RuntimeError("enrichment service is down")' in after_table
+    assert after_table.count("traceback of") == 1  # only the failed node
+    plain = invoke("run", "pipeline.py", cwd=files)
+    assert "Traceback" not in plain.stdout
+
+
 def test_debug_works_after_the_command_too(files: Path) -> None:
     """'heddle run FILE --debug' is 'heddle --debug run FILE'."""
     result = invoke("run", "boom.py", "--debug", cwd=files)
