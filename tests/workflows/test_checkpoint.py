@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
+import os
+import random
 import sqlite3
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +21,15 @@ from heddle.core.errors import (
     CheckpointError,
     ConfigurationError,
     GraphMismatchError,
+    ResultNotRestorable,
     ResultNotSerializable,
     RunNotFoundError,
 )
 from heddle.workflows.checkpoint import (
+    SCHEMA_VERSION,
     Checkpointer,
+    RunLease,
+    RunRecord,
     SQLiteCheckpointer,
     default_database_path,
 )
@@ -311,16 +321,26 @@ async def test_closed_checkpointer_refuses_writes(tmp_path: Path) -> None:
         await cp.save_node("w", "n", result)
 
 
-async def test_an_unreadable_database_is_a_checkpoint_error_naming_it(tmp_path: Path) -> None:
-    """A file that is not SQLite gives a CheckpointError with its path, and is left as is."""
+async def test_a_file_that_is_not_a_database_is_refused_and_left_untouched(
+    tmp_path: Path,
+) -> None:
+    """Random bytes: a CheckpointError naming the file and what to do; nothing runs or changes."""
     db = tmp_path / "runs.db"
-    db.write_bytes(b"this is not a database" * 100)
+    db.write_bytes(random.Random(0).randbytes(8192))
     before = db.read_bytes()
-    cp = SQLiteCheckpointer(db)
-    with pytest.raises(CheckpointError, match=str(db)):
-        await cp.list_runs()
-    await cp.aclose()
+    rec = Recorder()
+    async with WorkflowExecutor(checkpointer=db) as ex:
+        with pytest.raises(CheckpointError, match="move it aside") as caught:
+            await ex.execute(pipeline(rec), input="q")
+    assert str(db) in str(caught.value) and caught.value.path == db
+    assert "heddle never modifies" in str(caught.value)
+    for readonly in (False, True):
+        with pytest.raises(CheckpointError, match="not a readable checkpoint database"):
+            async with SQLiteCheckpointer(db, readonly=readonly) as cp:
+                await cp.list_runs()
+    assert rec.calls == []
     assert db.read_bytes() == before
+    assert os.listdir(tmp_path) == ["runs.db"]
 
 
 def test_bad_checkpointer_arguments_are_rejected() -> None:
@@ -361,3 +381,497 @@ async def test_many_concurrent_saves_share_commits(tmp_path: Path) -> None:
     assert len(await cp.node_results("w")) == 200
     assert commits < 50
     await cp.aclose()
+
+
+def done(content: Any) -> NodeResult:
+    return NodeResult(content=content, status="success", error=None, attempts=1, duration=0.0)
+
+
+def sql(db: Path, statement: str, params: tuple[Any, ...] = ()) -> list[Any]:
+    """Run one statement on ``db`` as another program would, and close the connection."""
+    with contextlib.closing(sqlite3.connect(db)) as conn, conn:
+        return conn.execute(statement, params).fetchall()
+
+
+# -- one commit, many writes --------------------------------------------------------------
+
+
+async def test_a_write_that_fails_fails_only_itself_not_the_rest_of_its_commit(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A result refused by the database fails its own caller; the others of the commit land."""
+    db = tmp_path / "runs.db"
+    async with SQLiteCheckpointer(db) as cp:
+        sql(
+            db,
+            "CREATE TRIGGER refuse BEFORE INSERT ON heddle_node_results WHEN NEW.node LIKE 'bad%' "
+            "BEGIN SELECT RAISE(ABORT, 'refused by a trigger'); END",
+        )
+        await cp.save_node("w", "good1", done(1), wait=False)  # rides along with bad1
+        with pytest.raises(CheckpointError, match="refused by a trigger"):
+            await cp.save_node("w", "bad1", done(2))
+        await cp.save_node("w", "bad2", done(3), wait=False)  # rides along with good2
+        await cp.save_node("w", "good2", done(4))
+        assert list(await cp.node_results("w")) == ["good1", "good2"]
+    assert "1 write(s) not waited for were not recorded" in caplog.text
+    assert "the result of node 'bad2'" in caplog.text
+
+
+# -- the schema's version -----------------------------------------------------------------
+
+
+def unversion(db: Path) -> None:
+    """Make ``db`` what heddle wrote before schemas had a version."""
+    sql(db, "DROP INDEX heddle_node_results_seq")
+    sql(db, "PRAGMA user_version = 0")
+
+
+async def failed_run(db: Path, rec: Recorder) -> str:
+    """A recorded pipeline run in which "right" failed; returns its workflow id."""
+    rec.failing = {"right"}
+    async with WorkflowExecutor(checkpointer=db, retry=NO_RETRY) as ex:
+        result = await ex.execute(pipeline(rec), input="q")
+    rec.failing.clear()
+    rec.calls.clear()
+    return result.workflow_id
+
+
+async def test_a_new_database_records_its_schema_version(tmp_path: Path) -> None:
+    """PRAGMA user_version is the version this heddle writes."""
+    db = tmp_path / "runs.db"
+    async with SQLiteCheckpointer(db) as cp:
+        await cp.list_runs()
+    assert sql(db, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+
+
+async def test_a_database_from_before_schema_versions_is_migrated_and_resumes(
+    tmp_path: Path,
+) -> None:
+    """Version 0 with heddle's tables: brought up to date; its run resumes where it stopped."""
+    db, rec = tmp_path / "runs.db", Recorder()
+    workflow_id = await failed_run(db, rec)
+    unversion(db)
+    async with WorkflowExecutor(checkpointer=db) as ex:
+        result = await ex.resume(workflow_id, pipeline(rec))
+    assert result.ok and sorted(rec.calls) == ["join", "report", "right"]
+    assert sql(db, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+    assert sql(db, "SELECT name FROM sqlite_master WHERE name = 'heddle_node_results_seq'")
+
+
+async def test_a_database_of_a_newer_heddle_is_refused_before_any_agent_runs(
+    tmp_path: Path,
+) -> None:
+    """user_version above ours: a CheckpointError naming file and versions; file untouched."""
+    db, rec = tmp_path / "runs.db", Recorder()
+    workflow_id = await failed_run(db, rec)
+    sql(db, "PRAGMA user_version = 99")
+    before = db.read_bytes()
+    expected = (
+        rf"{db} has checkpoint schema version 99, newer than version {SCHEMA_VERSION}.*"
+        "upgrade heddle"
+    )
+    async with WorkflowExecutor(checkpointer=db) as ex:
+        with pytest.raises(CheckpointError, match=expected):
+            await ex.execute(pipeline(rec), input="q")
+        with pytest.raises(CheckpointError, match=expected):
+            await ex.resume(workflow_id, pipeline(rec))
+    with pytest.raises(CheckpointError, match=expected):
+        async with SQLiteCheckpointer(db, readonly=True):
+            pass
+    assert rec.calls == []
+    assert db.read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ("result      TEXT NOT NULL,", "result TEXT NOT NULL CHECK (length(result) < 10),"),
+        ("finished_at TEXT,", "finished_at TEXT NOT NULL,"),
+        ("event       TEXT NOT NULL,", "event TEXT NOT NULL, source TEXT NOT NULL,"),
+    ],
+)
+async def test_tables_heddle_did_not_make_are_refused_before_any_agent_runs(
+    tmp_path: Path, old: str, new: str
+) -> None:
+    """Unversioned tables of another shape would fail mid-run: refused when opened instead."""
+    db, rec = tmp_path / "runs.db", Recorder()
+    assert old in UNVERSIONED_SCHEMA
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        conn.executescript(UNVERSIONED_SCHEMA.replace(old, new))
+    async with WorkflowExecutor(checkpointer=db) as ex:
+        with pytest.raises(CheckpointError, match=r"heddle did not make.*use another file"):
+            await ex.execute(pipeline(rec), input="q")
+    assert rec.calls == []
+    assert sql(db, "PRAGMA user_version") == [(0,)]
+
+
+async def test_two_checkpointers_opening_an_old_database_at_once_migrate_it_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Both wait on one lock with version 0 read; the second finds the migration done."""
+    db = tmp_path / "runs.db"
+    workflow_id = await failed_run(db, Recorder())
+    unversion(db)
+    holder = sqlite3.connect(db, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    first, second = SQLiteCheckpointer(db), SQLiteCheckpointer(db)
+    with Warnings(2) as both_waiting:
+        opening = asyncio.gather(first.list_runs(), second.list_runs())
+        await asyncio.wait_for(both_waiting.wait(), 30)
+    holder.execute("ROLLBACK")
+    holder.close()
+    listed = await opening
+    assert [[r.workflow_id for r in runs] for runs in listed] == [[workflow_id]] * 2
+    assert sql(db, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+    await first.aclose()
+    await second.aclose()
+
+
+# -- rows that cannot be read -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "text", "problem"),
+    [
+        ("success", "{not json", "not valid JSON"),
+        ("success", "[1, 2]", "holds list, not a result"),
+        ("success", '{"content": "x", "status": "success"}', "lacks error, attempts, duration"),
+        (
+            "done",
+            '{"content": 1, "status": "done", "error": null, "attempts": 1, "duration": 0.1}',
+            "its status is 'done'",
+        ),
+        (
+            "success",
+            '{"content": 1, "status": "failed", "error": null, "attempts": 1, "duration": 0.1}',
+            "status column says 'success'",
+        ),
+        (
+            "success",
+            '{"content": 1, "status": "success", "error": null, "attempts": "1", "duration": 0.1}',
+            "attempts",
+        ),
+    ],
+)
+async def test_an_unreadable_recorded_result_stops_resume_naming_the_run_and_node(
+    tmp_path: Path, status: str, text: str, problem: str
+) -> None:
+    """A recorded success that cannot be read back is an error, never a node to run again."""
+    db, rec = tmp_path / "runs.db", Recorder()
+    workflow_id = await failed_run(db, rec)
+    sql(
+        db,
+        "UPDATE heddle_node_results SET status = ?, result = ? WHERE node = 'left'",
+        (status, text),
+    )
+    async with WorkflowExecutor(checkpointer=db) as ex:
+        with pytest.raises(ResultNotRestorable, match=problem) as caught:
+            await ex.resume(workflow_id, pipeline(rec))
+    assert (caught.value.workflow_id, caught.value.node) == (workflow_id, "left")
+    assert f"node 'left' of run '{workflow_id}'" in str(caught.value)
+    assert rec.calls == []
+
+
+@pytest.mark.parametrize(
+    ("column", "value"),
+    [
+        ("started_at", "yesterday"),
+        ("finished_at", "2024-13-45"),
+        ("lease_until", 5),
+        ("status", "paused"),
+        ("nodes", "fetch,left"),
+        ("graph_name", b"\xff"),
+    ],
+)
+async def test_an_unreadable_run_column_is_a_checkpoint_error_naming_the_run_and_column(
+    tmp_path: Path, column: str, value: object
+) -> None:
+    """Listing, showing or resuming a run with a damaged column names the run and column."""
+    db, rec = tmp_path / "runs.db", Recorder()
+    workflow_id = await failed_run(db, rec)
+    sql(db, f"UPDATE heddle_runs SET {column} = ?", (value,))
+    expected = f"run '{workflow_id}' in {db}: its {column} column holds"
+    async with SQLiteCheckpointer(db) as cp:
+        with pytest.raises(CheckpointError, match=expected):
+            await cp.get_run(workflow_id)
+        with pytest.raises(CheckpointError, match=expected):
+            await cp.list_runs()
+    async with WorkflowExecutor(checkpointer=db) as ex:
+        with pytest.raises(CheckpointError, match=expected):
+            await ex.resume(workflow_id, pipeline(rec))
+    assert rec.calls == []
+
+
+async def test_a_timestamp_without_an_offset_is_read_as_utc(tmp_path: Path) -> None:
+    """A naive ISO timestamp (another writer's) reads as UTC instead of failing comparisons."""
+    db = tmp_path / "runs.db"
+    workflow_id = await failed_run(db, Recorder())
+    sql(db, "UPDATE heddle_runs SET started_at = '2024-05-01T09:30:00'")
+    async with SQLiteCheckpointer(db) as cp:
+        record = await cp.get_run(workflow_id)
+    assert record is not None and record.started_at == datetime(2024, 5, 1, 9, 30, tzinfo=UTC)
+
+
+# -- reading without writing --------------------------------------------------------------
+
+
+async def test_a_readonly_checkpointer_never_makes_a_database_of_a_file(tmp_path: Path) -> None:
+    """Missing: an error, and still missing. Empty: no runs, still 0 bytes, until a writer comes."""
+    missing, empty = tmp_path / "missing.db", tmp_path / "empty.db"
+    with pytest.raises(CheckpointError, match=f"no checkpoint database at {missing}"):
+        async with SQLiteCheckpointer(missing, readonly=True):
+            pass
+    assert not missing.exists()
+    empty.touch()
+    async with SQLiteCheckpointer(empty, readonly=True) as reader:
+        assert await reader.list_runs() == []
+        assert await reader.get_run("w") is None
+        assert await reader.node_results("w") == {}
+        assert await reader.events("w") == []
+        assert empty.stat().st_size == 0
+        async with WorkflowExecutor(checkpointer=empty) as ex:
+            result = await ex.execute(pipeline(Recorder()), input="q")
+        assert [r.workflow_id for r in await reader.list_runs()] == [result.workflow_id]
+
+
+async def test_a_readonly_checkpointer_reads_runs_and_refuses_to_write(tmp_path: Path) -> None:
+    """Everything reads as usual; every write is a CheckpointError; the file is unchanged."""
+    db, rec = tmp_path / "runs.db", Recorder()
+    workflow_id = await failed_run(db, rec)
+    unversion(db)  # an older version is read as it is, not upgraded
+    before = db.read_bytes()
+    async with SQLiteCheckpointer(db, readonly=True) as reader:
+        record = await reader.get_run(workflow_id)
+        assert record is not None and (record.input, record.status) == ("q", "failed")
+        assert (await reader.node_results(workflow_id))["left"]["content"] == "left(fetch(q))"
+        assert (await reader.events(workflow_id))[-1]["event_type"] == "workflow.finished"
+        lease = RunLease.take(30)
+        for write in (
+            reader.create_run(replace(record, workflow_id="other")),
+            reader.save_node(workflow_id, "left", done(1)),
+            reader.add_event(workflow_id, {}),
+            reader.finish_run(workflow_id, "failed", datetime.now(UTC)),
+            reader.claim_run(workflow_id, lease),
+            reader.renew_lease(workflow_id, lease),
+        ):
+            with pytest.raises(CheckpointError, match="read-only"):
+                await write
+    assert db.read_bytes() == before
+    assert sql(db, "PRAGMA user_version") == [(0,)]
+
+
+async def test_a_readonly_checkpointer_asks_for_an_upgrade_of_a_database_from_before_leases(
+    tmp_path: Path,
+) -> None:
+    """Tables without the lease columns cannot be read as they are: a clear error, no change."""
+    db = tmp_path / "runs.db"
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        conn.executescript(
+            UNVERSIONED_SCHEMA.replace(
+                "finished_at TEXT,\n    owner       TEXT,\n    owner_site  TEXT,\n"
+                "    lease_until TEXT\n",
+                "finished_at TEXT\n",
+            )
+        )
+    assert "owner" not in str(sql(db, "PRAGMA table_info(heddle_runs)"))
+    with pytest.raises(CheckpointError, match="older heddle and must be upgraded"):
+        async with SQLiteCheckpointer(db, readonly=True):
+            pass
+    async with SQLiteCheckpointer(db) as writer:  # a writer upgrades it
+        assert await writer.list_runs() == []
+
+
+# -- listing runs -------------------------------------------------------------------------
+
+
+async def test_listed_runs_are_summaries_whose_input_is_not_read(tmp_path: Path) -> None:
+    """list_runs() leaves the input unread (None); get_run() reads it, naming a bad one."""
+    db = tmp_path / "runs.db"
+    workflow_id = await failed_run(db, Recorder())
+    sql(db, "UPDATE heddle_runs SET input = '{broken'")
+    async with SQLiteCheckpointer(db) as cp:
+        (listed,) = await cp.list_runs()
+        assert (listed.workflow_id, listed.input, listed.nodes_done) == (workflow_id, None, 2)
+        with pytest.raises(ResultNotRestorable, match="input of run") as caught:
+            await cp.get_run(workflow_id)
+    assert (caught.value.workflow_id, caught.value.node) == (workflow_id, None)
+
+
+async def test_runs_are_listed_by_state_and_graph(tmp_path: Path) -> None:
+    """status= takes any RunState, interrupted included; graph= a graph name; newest first."""
+    gone = RunLease("host/1/dead", "another-site", datetime.now(UTC) - timedelta(seconds=1))
+    runs = [  # oldest first
+        ("ok", "a", None, "succeeded"),
+        ("bad", "b", None, "failed"),
+        ("live", "a", RunLease.take(30), None),
+        ("gone", "b", gone, None),
+        ("ok2", "b", None, "succeeded"),
+    ]
+    async with SQLiteCheckpointer(tmp_path / "runs.db") as cp:
+        start = datetime.now(UTC)
+        for n, (workflow_id, graph, lease, end) in enumerate(runs):
+            at = start + timedelta(seconds=n)
+            await cp.create_run(
+                RunRecord(workflow_id, graph, "f", None, ("x",), "running", at, lease=lease)
+            )
+            if end is not None:
+                await cp.finish_run(workflow_id, end, at)
+
+        async def ids(*args: Any, **kwargs: Any) -> list[str]:
+            return [r.workflow_id for r in await cp.list_runs(*args, **kwargs)]
+
+        assert await ids() == ["ok2", "gone", "live", "bad", "ok"]
+        assert await ids(status="succeeded") == ["ok2", "ok"]
+        assert await ids(status="running") == ["live"]
+        assert await ids(status="interrupted") == ["gone"]
+        assert await ids(graph="b") == ["ok2", "gone", "bad"]
+        assert await ids(status="succeeded", graph="a") == ["ok"]
+        assert await ids(1, status="succeeded") == ["ok2"]
+        with pytest.raises(ConfigurationError, match="status must be one of running, inter"):
+            await cp.list_runs(status="paused")  # type: ignore[arg-type]
+
+
+# -- locks held by others -----------------------------------------------------------------
+
+
+class Warnings(logging.Handler):
+    """Counts the warnings of heddle.checkpoint; ``wait()`` returns once ``count`` came."""
+
+    def __init__(self, count: int) -> None:
+        super().__init__(logging.WARNING)
+        self.count = count
+        self.loop = asyncio.get_running_loop()
+        self.enough = asyncio.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:  # on the checkpointer's thread
+        self.count -= 1
+        if self.count == 0:
+            self.loop.call_soon_threadsafe(self.enough.set)
+
+    async def wait(self) -> None:
+        await self.enough.wait()
+
+    def __enter__(self) -> Warnings:
+        logging.getLogger("heddle.checkpoint").addHandler(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        logging.getLogger("heddle.checkpoint").removeHandler(self)
+
+
+def warnings_of(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "heddle.checkpoint"]
+
+
+async def test_waiting_for_another_process_lock_is_logged_once_then_the_write_lands(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """After about a second of waiting: one WARNING naming the file and the longest wait."""
+    db = tmp_path / "runs.db"
+    async with SQLiteCheckpointer(db) as cp:
+        holder = sqlite3.connect(db, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")  # a long write transaction elsewhere
+        with Warnings(1) as waiting:
+            save = asyncio.create_task(cp.save_node("w", "n", done(1)))
+            await asyncio.wait_for(waiting.wait(), 30)
+        assert not save.done()
+        holder.execute("ROLLBACK")
+        holder.close()
+        await save
+        assert list(await cp.node_results("w")) == ["n"]
+    (warning,) = warnings_of(caplog)
+    assert warning.startswith(f"checkpoint database {db} is locked by another process")
+    assert "waiting up to 29 s more" in warning
+    assert caplog.records[0].levelname == "WARNING"
+
+
+async def test_a_lock_held_past_the_timeout_is_a_checkpoint_error_saying_so(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """timeout= bounds the wait; the error says the file is still locked by another process."""
+    db = tmp_path / "runs.db"
+    async with SQLiteCheckpointer(db, timeout=1.5) as cp:
+        holder = sqlite3.connect(db, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+        try:
+            with pytest.raises(CheckpointError, match="still locked by another process"):
+                await cp.save_node("w", "n", done(1))
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+    assert len(warnings_of(caplog)) == 1
+
+
+# -- values nested too deeply -------------------------------------------------------------
+
+
+def nested(depth: int) -> list[Any]:
+    value: list[Any] = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+async def test_a_deeply_nested_result_fails_its_node_naming_it(tmp_path: Path) -> None:
+    """A result nested 1,000 levels fails its node (not the run) with ResultNotSerializable."""
+
+    async def deep(task: Any) -> list[Any]:
+        return nested(1000)
+
+    g = WorkflowGraph("g").add_node("deep", deep).add_node("fine", Recorder().agent("fine"))
+    async with WorkflowExecutor(checkpointer=tmp_path / "runs.db") as ex:
+        result = await ex.execute(g, input="q")
+        stored = await ex.checkpointer.node_results(result.workflow_id)  # type: ignore[union-attr]
+    error = result.results["deep"]["error"]
+    assert error is not None
+    assert error.startswith("ResultNotSerializable: the result of node 'deep' is nested too")
+    assert result.results["fine"]["status"] == "success"
+    assert (stored["deep"]["status"], stored["deep"]["content"]) == ("failed", None)
+
+
+async def test_a_deeply_nested_input_is_refused_before_anything_is_written(
+    tmp_path: Path,
+) -> None:
+    """An input nested 1,000 levels: ResultNotSerializable for the input; no run recorded."""
+    rec = Recorder()
+    async with WorkflowExecutor(checkpointer=tmp_path / "runs.db") as ex:
+        with pytest.raises(
+            ResultNotSerializable, match=r"the input of workflow .* nested"
+        ) as caught:
+            await ex.execute(pipeline(rec), input=nested(1000))
+        assert await ex.checkpointer.list_runs() == []  # type: ignore[union-attr]
+    assert caught.value.node is None
+    assert rec.calls == []
+
+
+UNVERSIONED_SCHEMA = """
+CREATE TABLE heddle_runs (
+    workflow_id TEXT PRIMARY KEY,
+    graph_name  TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    input       TEXT NOT NULL,
+    nodes       TEXT NOT NULL,
+    status      TEXT NOT NULL,
+    started_at  TEXT NOT NULL,
+    finished_at TEXT,
+    owner       TEXT,
+    owner_site  TEXT,
+    lease_until TEXT
+);
+CREATE INDEX heddle_runs_started ON heddle_runs (started_at);
+CREATE TABLE heddle_node_results (
+    workflow_id TEXT NOT NULL,
+    node        TEXT NOT NULL,
+    status      TEXT NOT NULL,
+    result      TEXT NOT NULL,
+    seq         INTEGER NOT NULL,
+    PRIMARY KEY (workflow_id, node)
+) WITHOUT ROWID;
+CREATE TABLE heddle_events (
+    workflow_id TEXT NOT NULL,
+    seq         INTEGER NOT NULL,
+    event       TEXT NOT NULL,
+    PRIMARY KEY (workflow_id, seq)
+) WITHOUT ROWID;
+"""
+"""The tables as heddle made them before schemas had a version."""

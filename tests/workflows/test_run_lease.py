@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from heddle.core.errors import (
     RunNotFoundError,
 )
 from heddle.workflows.checkpoint import RunLease, RunRecord, SQLiteCheckpointer, _this_site
+from heddle.workflows.context import NodeResult
 
 NO_RETRY = RetryPolicy(max_attempts=1)
 
@@ -260,6 +262,81 @@ async def test_renewal_and_finish_apply_only_to_the_owner(tmp_path: Path) -> Non
         done = await checkpointer.get_run("r")
         assert done is not None and (done.status, done.lease) == ("failed", None)
         assert not await checkpointer.renew_lease("r", mine)  # ended runs are not renewed
+
+
+def success(content: Any) -> NodeResult:
+    return NodeResult(content=content, status="success", error=None, attempts=1, duration=0.0)
+
+
+async def taken_over(checkpointer: SQLiteCheckpointer) -> tuple[RunLease, RunLease]:
+    """Run "r" created by one owner, then claimed by another once the first one's lease ran out."""
+    old = RunLease.take(30)
+    await checkpointer.create_run(record("r", replace(old, until=datetime.now(UTC))))
+    new = RunLease.take(30)
+    await checkpointer.claim_run("r", new)
+    return old, new
+
+
+async def test_a_waited_save_by_an_owner_that_lost_the_run_raises_and_writes_nothing(
+    tmp_path: Path,
+) -> None:
+    """save_node(owner=old) after a takeover: LeaseLostError naming the new owner, no result."""
+    async with SQLiteCheckpointer(tmp_path / "runs.db") as checkpointer:
+        old, new = await taken_over(checkpointer)
+        with pytest.raises(LeaseLostError, match=f"taken over by {new.owner}") as lost:
+            await checkpointer.save_node("r", "gate", success("old"), owner=old.owner)
+        assert (lost.value.workflow_id, lost.value.owner) == ("r", new.owner)
+        await checkpointer.save_node("r", "gate", success("new"), owner=new.owner)
+        assert (await checkpointer.node_results("r"))["gate"]["content"] == "new"
+
+
+async def test_lazy_writes_by_an_owner_that_lost_the_run_are_dropped(tmp_path: Path) -> None:
+    """Events and unwaited results of the old owner vanish; the new owner's land."""
+    async with SQLiteCheckpointer(tmp_path / "runs.db") as checkpointer:
+        old, new = await taken_over(checkpointer)
+        await checkpointer.add_event("r", {"by": "old"}, owner=old.owner)
+        await checkpointer.save_node("r", "other", success("old"), wait=False, owner=old.owner)
+        await checkpointer.add_event("r", {"by": "new"}, owner=new.owner)
+        await checkpointer.save_node("r", "gate", success("new"), owner=new.owner)  # flushes
+        assert await checkpointer.events("r") == [{"by": "new"}]
+        assert list(await checkpointer.node_results("r")) == ["gate"]
+
+
+async def test_a_run_ended_by_its_new_owner_fences_out_the_old_one(tmp_path: Path) -> None:
+    """Once the run is finished, the old owner learns it has no owner at all."""
+    async with SQLiteCheckpointer(tmp_path / "runs.db") as checkpointer:
+        old, new = await taken_over(checkpointer)
+        await checkpointer.finish_run("r", "succeeded", datetime.now(UTC), owner=new.owner)
+        with pytest.raises(LeaseLostError, match="no longer marked running") as lost:
+            await checkpointer.save_node("r", "gate", success("old"), owner=old.owner)
+        assert lost.value.owner is None
+        with pytest.raises(LeaseLostError):
+            await checkpointer.finish_run("r", "failed", datetime.now(UTC), owner=old.owner)
+        done = await checkpointer.get_run("r")
+        assert done is not None and done.status == "succeeded"
+
+
+async def test_a_paused_owner_nobody_claimed_from_renews_and_goes_on(tmp_path: Path) -> None:
+    """Renewal checks the owner, not the expiry: a lease that ran out unclaimed is renewed."""
+    async with SQLiteCheckpointer(tmp_path / "runs.db") as checkpointer:
+        mine = RunLease.take(30)
+        await checkpointer.create_run(record("r", replace(mine, until=datetime.now(UTC))))
+        assert await checkpointer.renew_lease("r", mine.renewed(30))
+        await checkpointer.save_node("r", "gate", success("X"), owner=mine.owner)
+        assert (await checkpointer.node_results("r"))["gate"]["content"] == "X"
+
+
+async def test_event_numbers_come_from_the_database_whoever_writes(tmp_path: Path) -> None:
+    """Two checkpointers (two processes) adding events to one run number them 1, 2, 3..."""
+    db = tmp_path / "runs.db"
+    async with SQLiteCheckpointer(db) as first, SQLiteCheckpointer(db) as second:
+        await first.create_run(record("r", None))
+        for n, writer in enumerate([first, first, second, first, second, second, first]):
+            await writer.add_event("r", {"n": n})
+            await writer.save_node("r", f"n{n}", success(n))  # commits the event
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute("SELECT seq, event FROM heddle_events ORDER BY seq").fetchall()
+    assert rows == [(n + 1, f'{{"n": {n}}}') for n in range(7)]
 
 
 async def test_a_failing_renewal_is_logged_and_the_run_goes_on(
