@@ -28,6 +28,7 @@ from heddle.cli._progress import RunProgress
 from heddle.cli._render import (
     STATUS_STYLES,
     format_duration,
+    jsonable,
     make_console,
     node_json,
     node_table,
@@ -267,14 +268,14 @@ def _stopped_error(signum: int | None, workflow_id: str, source: str, db: Path |
 # -- reporting -------------------------------------------------------------------------------
 
 
-def sinks(graph: WorkflowGraph) -> list[str]:
+def _sinks(graph: WorkflowGraph) -> list[str]:
     """The nodes nothing waits for, in graph order: their contents are the run's output."""
     return [name for name in graph if not graph.successors(name)]
 
 
 def _print_value(console: Console, value: Any) -> None:
     """A whole value: a string as it is, anything else as indented JSON; escapes visible."""
-    text = value if isinstance(value, str) else to_json(value)
+    text = value if isinstance(value, str) else to_json(jsonable(value))
     console.print(Text(visible(text)), soft_wrap=True)
 
 
@@ -358,7 +359,7 @@ def _report_result(
         _print_output(console, result, outputs)
 
 
-def run_json(result: WorkflowResult, outputs: list[str]) -> dict[str, Any]:
+def _run_json(result: WorkflowResult, outputs: list[str]) -> dict[str, Any]:
     """The whole result of a run, as ``heddle run --output json`` prints it."""
     return {
         "workflow_id": result.workflow_id,
@@ -416,9 +417,9 @@ def run_and_report(
             )
     except (KeyboardInterrupt, _Interrupted):
         raise _stopped_error(stopping.signum, workflow_id, source, db) from None
-    outputs = sinks(graph)
+    outputs = _sinks(graph)
     if output == "json":
-        click.echo(to_json(run_json(result, outputs)))
+        click.echo(to_json(_run_json(result, outputs)))
     else:
         _report_result(
             console,
