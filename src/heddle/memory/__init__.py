@@ -9,8 +9,8 @@
     await memory.load("notes")                # ['a', 'b']
 
 Stores: :class:`SQLiteStore` (the default; WAL, one file for all agents),
-:class:`FileStore` (one JSON file per agent, the document's design done
-right) and :class:`InMemoryStore` (for tests). See ``docs/memory.md``.
+:class:`FileStore` (one human-readable JSON file per agent, crash-safe) and
+:class:`InMemoryStore` (for tests). See ``docs/memory.md``.
 """
 
 from heddle.memory._validation import validate_agent_id

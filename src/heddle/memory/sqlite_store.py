@@ -1,9 +1,9 @@
 """SQLiteStore: the default memory store, one SQLite file (WAL mode) for all agents.
 
 Why SQLite: a save is one indexed upsert, so its cost does not grow with the
-number of keys an agent holds (the document's JSON store rewrote the whole
-file on every save); several processes can read and write the same file at
-once; and a crash at any moment leaves a readable database.
+number of keys an agent holds (a JSON file per agent must be rewritten whole
+on every save); several processes can read and write the same file at once;
+and a crash at any moment leaves a readable database.
 
 Durability: ``synchronous=NORMAL`` by default. In WAL mode a commit is written
 to the WAL file before ``put()`` returns, so a save that returned survives
