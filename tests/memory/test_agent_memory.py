@@ -18,10 +18,12 @@ from heddle.memory import (
     AgentMemory,
     InMemoryStore,
     MemoryStore,
+    MemoryStoreError,
     SQLiteStore,
     StoreClosedError,
     default_store_path,
 )
+from heddle.memory._validation import MAX_NESTING
 
 JSON_VALUES: list[Any] = [
     None,
@@ -152,6 +154,76 @@ async def test_a_circular_value_raises_type_error(store: MemoryStore) -> None:
     with pytest.raises(TypeError, match="value"):
         await memory.save("k", loop)
     assert await memory.keys() == []
+
+
+def _nested(kind: str, levels: int, inner: Any = 0) -> Any:
+    """``inner`` inside ``levels`` lists or dicts, each in the next (``[[0]]`` for list, 2)."""
+    value = inner
+    for _ in range(levels):
+        value = [value] if kind == "list" else {"k": value}
+    return value
+
+
+def _nested_text(levels: int) -> str:
+    return "[" * levels + "]" * levels
+
+
+@pytest.mark.parametrize("container", ["list", "dict"])
+@pytest.mark.parametrize("levels", [MAX_NESTING + 1, 1_000, 100_000])
+async def test_a_value_nested_too_deeply_raises_type_error_and_writes_nothing(
+    store: MemoryStore, container: str, levels: int
+) -> None:
+    """A value or metadata nested past the limit (or past Python's recursion limit) is refused
+    with the documented TypeError, not a RecursionError, before anything is written."""
+    memory = AgentMemory("agent", store)
+    await memory.save("k", "old")
+    deep = _nested(container, levels)
+    with pytest.raises(TypeError, match="value is not JSON-serialisable: nested too deeply"):
+        await memory.save("k", deep)
+    with pytest.raises(TypeError, match="metadata is not JSON-serialisable: nested too deeply"):
+        await memory.save("new", 1, metadata={"deep": deep})
+    assert await AgentMemory("agent", store).load("k") == "old"
+    assert await memory.keys() == ["k"]
+
+
+async def test_a_value_at_the_nesting_limit_is_stored_and_loaded_back(store: MemoryStore) -> None:
+    """MAX_NESTING levels of lists and dicts round-trip through every store."""
+    memory = AgentMemory("agent", store, max_cache_size=0)
+    value = _nested("list", MAX_NESTING - 1, inner={"k": None})
+    await memory.save("k", value, metadata=_nested("dict", MAX_NESTING))
+    entry = await memory.entry("k")
+    assert entry is not None
+    assert (entry.value, entry.metadata) == (value, _nested("dict", MAX_NESTING))
+
+
+async def test_a_non_str_key_deep_inside_a_value_is_refused(store: MemoryStore) -> None:
+    """The check for non-str dict keys reaches every level, up to the nesting limit."""
+    memory = AgentMemory("agent", store)
+    with pytest.raises(TypeError, match="dict key 1 is not a str"):
+        await memory.save("k", _nested("list", MAX_NESTING - 1, inner={1: "int key"}))
+    assert await memory.keys() == []
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "memory", "redis"], indirect=True)
+async def test_reading_a_value_stored_too_deeply_nested_raises_memory_store_error(
+    store: MemoryStore,
+) -> None:
+    """JSON text that another program stored, nested deeper than Python's parser can follow,
+    makes load() and entry() raise MemoryStoreError naming the key, not RecursionError."""
+    deep = _nested_text(100_000)
+    await store.put("agent", "deep-value", deep, None)
+    await store.put("agent", "deep-metadata", "1", '{"m":' + deep + "}")
+    memory = AgentMemory("agent", store)
+    for call in (lambda: memory.load("deep-value"), lambda: memory.entry("deep-value")):
+        with pytest.raises(
+            MemoryStoreError, match=r"value of key 'deep-value'.* nested too deeply"
+        ):
+            await call()
+    assert await memory.load("deep-metadata") == 1
+    with pytest.raises(MemoryStoreError, match="metadata of key 'deep-metadata'"):
+        await memory.entry("deep-metadata")
+    await memory.save("deep-value", "replaced")
+    assert await memory.load("deep-value") == "replaced"
 
 
 @pytest.mark.parametrize("bad", [["list"], "text", {"x": object()}, {2: "int key"}])

@@ -30,6 +30,13 @@ CORRUPT_FILES = {
     "malformed-entry": (
         b'{"format": 1, "generation": "x", "agent_id": "agent", "entries": {"k": {"value": 1}}}'
     ),
+    "nested-too-deeply": (
+        b'{"format": 1, "generation": "x", "agent_id": "agent", "entries": {"k": {"value": '
+        + b"[" * 100_000
+        + b"]" * 100_000
+        + b', "metadata": null, "created_at": "2025-01-01T00:00:00+00:00", '
+        b'"updated_at": "2025-01-01T00:00:00+00:00"}}}'
+    ),
 }
 
 
@@ -136,9 +143,9 @@ async def test_dying_at_any_step_of_a_write_leaves_the_old_or_the_new_file_whole
                 raise _Died
             real_fsync(fd)
 
-        def die_in_replace(src: str, dst: str) -> None:
+        def die_in_replace(src: str, dst: str, **dir_fds: int) -> None:
             if point == "replace":
-                real_replace(src, dst)
+                real_replace(src, dst, **dir_fds)
                 raise _Died
 
         class HalfWritten:
@@ -197,6 +204,22 @@ async def test_a_file_of_another_agent_is_refused(tmp_path: Path) -> None:
             await AgentMemory("bob", store).save("k", "bob's")
         assert not isinstance(caught.value, CorruptStoreError)
     assert json.loads((tmp_path / "bob.json").read_text())["entries"]["k"]["value"] == "Bob's"
+
+
+async def test_put_of_text_nested_too_deeply_raises_type_error_and_writes_nothing(
+    tmp_path: Path,
+) -> None:
+    """FileStore.put given JSON text deeper than Python's parser can follow raises the
+    documented TypeError, not RecursionError, and leaves the agent's file as it was."""
+    async with FileStore(tmp_path) as store:
+        await store.put("agent", "k", '"old"', None)
+        before = (tmp_path / "agent.json").read_bytes()
+        deep = "[" * 100_000 + "]" * 100_000
+        with pytest.raises(TypeError, match=r"value is not JSON text: .*nested too deeply"):
+            await store.put("agent", "k", deep, None)
+        with pytest.raises(TypeError, match="metadata is not JSON text"):
+            await store.put("agent", "k", "1", deep)
+    assert (tmp_path / "agent.json").read_bytes() == before
 
 
 async def test_delete_of_an_agent_without_a_file_creates_nothing(tmp_path: Path) -> None:

@@ -4,24 +4,24 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from heddle.core.errors import ConfigurationError
 from heddle.memory.errors import InvalidAgentId
 
 __all__ = [
     "AGENT_ID_PATTERN",
+    "MAX_NESTING",
     "check_key",
+    "decode_json",
     "encode_metadata",
     "encode_value",
-    "path_inside",
     "validate_agent_id",
 ]
 
 AGENT_ID_PATTERN = r"[A-Za-z0-9_-]{1,128}"
 # fullmatch, not match(r"^...$"): "$" also matches before a trailing newline,
-# so the document's pattern accepts "agent\n".
+# so a "^...$" pattern would accept "agent\n".
 _AGENT_ID = re.compile(AGENT_ID_PATTERN)
 
 
@@ -46,22 +46,6 @@ def validate_agent_id(agent_id: object) -> str:
     return agent_id
 
 
-def path_inside(base: Path, path: Path, agent_id: str) -> Path:
-    """Return ``path`` resolved, or raise :class:`InvalidAgentId` if it is not inside ``base``.
-
-    ``Path.is_relative_to`` compares whole path components; the document's
-    ``str.startswith`` accepts ``/data/memory-evil/x`` for the base ``/data/memory``.
-    """
-    resolved_base = base.resolve()
-    resolved = path.resolve()
-    if not resolved.is_relative_to(resolved_base):
-        raise InvalidAgentId(
-            f"the file of agent {agent_id!r} resolves to {resolved}, outside {resolved_base}",
-            agent_id=agent_id,
-        )
-    return resolved
-
-
 def check_key(key: object) -> str:
     """Return ``key`` if it can be stored, else raise TypeError or ConfigurationError."""
     if not isinstance(key, str):
@@ -75,36 +59,74 @@ def check_key(key: object) -> str:
     return key
 
 
+#: The deepest nesting of lists and dicts a value or metadata may have (``[[1]]`` is 2).
+#: Python's json module recurses once per level and fails near the interpreter's
+#: recursion limit (1000 by default, minus the caller's own stack); a fixed limit
+#: well below it makes the refusal the same whatever the stack, and leaves room
+#: to load back, from a deeper stack, anything that was saved.
+MAX_NESTING: Final = 500
+
 # One encoder for every call: json.dumps() with non-default options builds a new one each time.
 _ENCODER = json.JSONEncoder(allow_nan=False, separators=(",", ":"))
+_CONTAINERS = (dict, list, tuple)
 
 
-def _check_str_keys(value: Any, what: str) -> None:
+def _too_deep(what: str) -> TypeError:
+    return TypeError(
+        f"{what} is not JSON-serialisable: nested too deeply (more than {MAX_NESTING} levels "
+        "of lists and dicts)"
+    )
+
+
+def _check_tree(value: Any, what: str) -> None:
     # json.dumps turns {1: "a"} into {"1": "a"} and {1: "a", "1": "b"} into two
     # "1" members, one of which is lost on load: refuse rather than change data.
-    stack = [value]
+    # A loop, not recursion, so that any depth is walked safely; it runs after
+    # the encoder, which has already refused circular values.
+    stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
-        item = stack.pop()
+        item, depth = stack.pop()
+        if depth > MAX_NESTING:
+            raise _too_deep(what)
         if isinstance(item, dict):
             for k, v in item.items():
                 if not isinstance(k, str):
                     raise TypeError(
                         f"{what} is not JSON round-trippable: dict key {k!r} is not a str"
                     )
-                if isinstance(v, dict | list | tuple):
-                    stack.append(v)
+                if isinstance(v, _CONTAINERS):
+                    stack.append((v, depth + 1))
         elif isinstance(item, list | tuple):
-            stack.extend(v for v in item if isinstance(v, dict | list | tuple))
+            stack.extend((v, depth + 1) for v in item if isinstance(v, _CONTAINERS))
 
 
 def encode_value(value: Any, what: str = "value") -> str:
-    """The JSON text of ``value``; TypeError if it is not JSON (NaN and infinities included)."""
+    """The JSON text of ``value``; TypeError if it is not JSON.
+
+    Refused: what JSON has no form for, NaN and infinities, dict keys that are
+    not str, circular values and values nested more than :data:`MAX_NESTING`
+    levels deep.
+    """
     try:
         text = _ENCODER.encode(value)
+    except RecursionError as exc:
+        raise _too_deep(what) from exc
     except (TypeError, ValueError) as exc:
         raise TypeError(f"{what} is not JSON-serialisable: {exc}") from exc
-    _check_str_keys(value, what)
+    _check_tree(value, what)
     return text
+
+
+def decode_json(text: str | bytes) -> Any:
+    """The value of JSON ``text`` read back from a store; ValueError if it cannot be decoded.
+
+    Text written by other programs may nest deeper than Python's parser can
+    follow: that is a ValueError saying so, not a RecursionError.
+    """
+    try:
+        return json.loads(text)
+    except RecursionError as exc:
+        raise ValueError("the JSON is nested too deeply for Python's json module") from exc
 
 
 def encode_metadata(metadata: Any) -> str | None:

@@ -1,16 +1,15 @@
 """AgentMemory: an agent's persistent key-value memory, with a cache that is never stale.
 
-The document's LRU cache served whatever this process last saw, so another
-process's save went unnoticed. Here every ``load()`` asks the store whether
-the agent's data changed since the cached entry was read (a version check:
-``PRAGMA data_version`` for SQLite, a per-write generation for files); only
-an unchanged version serves the cached entry. The cache holds at most
-``max_cache_size`` entries, least recently used first out.
+A cache that serves whatever this process last saw misses another process's
+saves. So every ``load()`` asks the store whether the agent's data changed
+since the cached entry was read (a version check: ``PRAGMA data_version`` for
+SQLite, a per-write generation for files); only an unchanged version serves
+the cached entry. The cache holds at most ``max_cache_size`` entries, least
+recently used first out.
 """
 
 from __future__ import annotations
 
-import json
 from collections import OrderedDict
 from collections.abc import Hashable
 from dataclasses import dataclass
@@ -19,8 +18,14 @@ from typing import Any
 
 from heddle.core._resource import AsyncResource
 from heddle.core.errors import ConfigurationError
-from heddle.memory._validation import check_key, encode_metadata, encode_value, validate_agent_id
-from heddle.memory.errors import StoreClosedError
+from heddle.memory._validation import (
+    check_key,
+    decode_json,
+    encode_metadata,
+    encode_value,
+    validate_agent_id,
+)
+from heddle.memory.errors import MemoryStoreError, StoreClosedError
 from heddle.memory.sqlite_store import SQLiteStore
 from heddle.memory.store import MemoryStore, StoredEntry
 
@@ -125,9 +130,10 @@ class AgentMemory(AsyncResource):
         """Store ``value`` (anything JSON can hold) under ``key``, replacing any previous value.
 
         ``value`` and ``metadata`` (a dict) are encoded before anything is
-        written: a TypeError leaves the store as it was. NaN, infinities and
-        non-str dict keys are refused, since JSON cannot give them back; tuples
-        come back as lists. When ``save`` returns, the value is committed.
+        written: a TypeError leaves the store as it was. NaN, infinities,
+        non-str dict keys and values nested more than 500 levels deep are
+        refused, since JSON cannot give them back; tuples come back as lists.
+        When ``save`` returns, the value is committed.
         """
         self._check_open()
         check_key(key)
@@ -156,10 +162,25 @@ class AgentMemory(AsyncResource):
             self._remember(key, lookup.version, lookup.entry)
         return lookup.entry
 
+    def _decode(self, key: str, what: str, text: str) -> Any:
+        try:
+            return decode_json(text)
+        except ValueError as exc:
+            # save() stores only what it can read back, so this text was
+            # stored some other way (another program, a direct store.put).
+            raise MemoryStoreError(
+                f"the {what} of key {key!r} of agent {self._agent_id!r} in {self._store!r} "
+                f"cannot be read: {exc}"
+            ) from exc
+
     async def load(self, key: str, default: Any = None) -> Any:
-        """The value saved under ``key``, or ``default`` if there is none."""
+        """The value saved under ``key``, or ``default`` if there is none.
+
+        A stored value that is not JSON heddle can decode (written by another
+        program) raises :class:`~heddle.memory.MemoryStoreError`.
+        """
         stored = await self._stored(key)
-        return default if stored is None else json.loads(stored.value)
+        return default if stored is None else self._decode(key, "value", stored.value)
 
     async def entry(self, key: str) -> MemoryEntry | None:
         """The :class:`MemoryEntry` of ``key`` (value, metadata, timestamps), or None."""
@@ -168,8 +189,10 @@ class AgentMemory(AsyncResource):
             return None
         return MemoryEntry(
             key=key,
-            value=json.loads(stored.value),
-            metadata={} if stored.metadata is None else json.loads(stored.metadata),
+            value=self._decode(key, "value", stored.value),
+            metadata={}
+            if stored.metadata is None
+            else self._decode(key, "metadata", stored.metadata),
             created_at=stored.created_at,
             updated_at=stored.updated_at,
         )
