@@ -417,6 +417,20 @@ async def test_a_write_that_fails_fails_only_itself_not_the_rest_of_its_commit(
     assert "the result of node 'bad2'" in caplog.text
 
 
+async def test_writes_nobody_waited_for_are_recorded_when_the_checkpointer_closes(
+    tmp_path: Path,
+) -> None:
+    """An event or a failed result still queued at aclose() is committed, not dropped."""
+    db = tmp_path / "runs.db"
+    async with SQLiteCheckpointer(db) as cp:
+        await cp.add_event("w", {"n": 1})
+        failed = NodeResult(content=None, status="failed", error="E", attempts=1, duration=0.0)
+        await cp.save_node("w", "n", failed, wait=False)
+    async with SQLiteCheckpointer(db) as cp:
+        assert await cp.events("w") == [{"n": 1}]
+        assert list(await cp.node_results("w")) == ["n"]
+
+
 # -- the schema's version -----------------------------------------------------------------
 
 

@@ -105,11 +105,14 @@ def connect_wal(
     synchronous: Synchronous,
     timeout: float,
     prepare: Callable[[sqlite3.Connection], object],
+    check: Callable[[sqlite3.Connection], object] | None = None,
     lock_wait: float | None = None,
     on_wait: Callable[[float], object] | None = None,
 ) -> sqlite3.Connection:
     """A connection to ``path`` in WAL mode (autocommit), with ``prepare`` run on it.
 
+    ``check`` runs first, before anything is written (switching to WAL
+    writes): it can refuse a file that must stay as it is, by raising.
     ``prepare`` creates the schema; it may find the database busy or locked
     while another process creates the same file (switching a new file to WAL
     reports "busy" without waiting), so the whole opening is retried until
@@ -126,6 +129,8 @@ def connect_wal(
             path, timeout=timeout if lock_wait is None else lock_wait, isolation_level=None
         )
         try:
+            if check is not None:
+                check(conn)
             mode = conn.execute("PRAGMA journal_mode=WAL").fetchall()[0][0]
             if str(mode).lower() != "wal":
                 raise RuntimeError(

@@ -430,6 +430,7 @@ class SQLiteCheckpointer(ThreadConfined):
                         synchronous=self.synchronous,
                         timeout=self._timeout,
                         prepare=self._migrate,
+                        check=self._refuse_newer,
                         lock_wait=lock_wait,
                         on_wait=self._warn_locked,
                     )
@@ -453,11 +454,15 @@ class SQLiteCheckpointer(ThreadConfined):
         except _ForeignSchema as exc:
             raise self._foreign(exc) from None
 
-    def _check_readable(self, conn: sqlite3.Connection) -> None:
-        """Refuse what a read-only open cannot read; note whether heddle's tables exist."""
+    def _refuse_newer(self, conn: sqlite3.Connection) -> int:
         found = user_version(conn)
         if found > SCHEMA_VERSION:
             raise self._too_new(SchemaTooNew(found, SCHEMA_VERSION))
+        return found
+
+    def _check_readable(self, conn: sqlite3.Connection) -> None:
+        """Refuse what a read-only open cannot read; note whether heddle's tables exist."""
+        found = self._refuse_newer(conn)
         self._has_tables = found > 0 or bool(_heddle_tables(conn))
         if found == 0 and self._has_tables:
             try:
@@ -865,6 +870,7 @@ class SQLiteCheckpointer(ThreadConfined):
         return [_event(workflow_id, seq, text, self.path) for seq, text in rows]
 
     def _close_sync(self) -> None:
+        self._drain_sync()  # writes nobody waited for are recorded on a clean close too
         if self._conn is not None:
             conn, self._conn = self._conn, None
             conn.close()
