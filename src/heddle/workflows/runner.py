@@ -3,22 +3,26 @@
 The executor decides *what* runs *when* (scheduling, retries, breakers,
 timeouts, events, checkpoints); a :class:`Runner` only performs one attempt
 of one agent call. :class:`LocalRunner` (the default) awaits async agents on
-the loop and runs sync ones in a thread pool sized to ``max_concurrent``;
-``heddle.distributed.RayRunner`` runs them on a Ray cluster.
+the loop and runs sync ones in one bounded thread pool that serves all its
+runs; ``heddle.distributed.RayRunner`` runs them on a Ray cluster.
 
-A runner opens one :class:`RunnerSession` per execution, for resources that
-live exactly as long as the run (the local thread pool).
+A runner opens one :class:`RunnerSession` per execution, for what lives
+exactly as long as the run; what outlives runs (threads, actors) is the
+runner's.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
-import functools
-from concurrent.futures import ThreadPoolExecutor
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Protocol, runtime_checkable
 
 from heddle.agents import AgentSpec, await_if_needed
+from heddle.core._resource import AsyncResource
+from heddle.core.errors import ConfigurationError
 
 __all__ = ["LocalRunner", "Runner", "RunnerSession"]
 
@@ -44,42 +48,97 @@ class Runner(Protocol):
     def open(self, max_concurrent: int) -> RunnerSession: ...
 
 
-class LocalRunner:
-    """Async agents on the event loop, sync agents in a per-run thread pool.
+class LocalRunner(AsyncResource):
+    """Async agents on the event loop, sync agents in one thread pool shared by every run.
 
-    The pool has ``max_concurrent`` threads, so the executor's bound holds and
-    is reached for sync agents too (asyncio's default pool has
-    ``min(32, cpus + 4)``). A sync call cannot be interrupted: on timeout or
-    cancellation the executor stops waiting and the thread finishes alone.
+    What bounds what:
+
+    * ``max_concurrent`` (the executor's) bounds the agent calls in flight of
+      *one* run, async and sync alike.
+    * The runner's threads bound the sync agent calls in flight of *every*
+      run of the executor together: ``max_threads`` of them, or by default
+      as many as the largest ``max_concurrent`` a session was opened with
+      (the executor's). A thousand concurrent runs share those threads; their
+      further sync calls queue for one. Async agents never wait for a thread.
+    * A sync call cannot be interrupted: on timeout or cancellation the
+      executor stops waiting, and the thread finishes the call alone, keeping
+      its place in the pool until then.
+
+    The pool starts with the first sync call and serves event loops one after
+    another. :meth:`aclose` shuts it down without waiting for threads still in
+    an agent; a later sync call starts a new pool.
+
+    >>> LocalRunner(max_threads=8)
+    LocalRunner(max_threads=8)
     """
 
+    def __init__(self, max_threads: int | None = None) -> None:
+        if max_threads is not None and (
+            isinstance(max_threads, bool) or not isinstance(max_threads, int) or max_threads < 1
+        ):
+            raise ConfigurationError(
+                f"max_threads must be an int >= 1 or None, got {max_threads!r}",
+                parameter="max_threads",
+            )
+        self.max_threads = max_threads
+        self._lock = threading.Lock()  # runs on loops in other threads may share this runner
+        self._largest = 1  # the largest max_concurrent of a session so far
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_size = 0
+
     def __repr__(self) -> str:
-        return "LocalRunner()"
+        return f"LocalRunner(max_threads={self.max_threads!r})"
 
     def open(self, max_concurrent: int) -> _LocalSession:
-        return _LocalSession(max_concurrent)
+        """A session for one execution; the threads are the runner's and outlive it."""
+        if max_concurrent > self._largest:
+            with self._lock:
+                self._largest = max(self._largest, max_concurrent)
+        return _LocalSession(self._submit)
+
+    def _submit(self, fn: Callable[..., Any], /, *args: Any) -> Future[Any]:
+        """Run ``fn(*args)`` on a thread of the pool, starting the pool if needed."""
+        with self._lock:
+            size = self.max_threads or self._largest
+            pool = self._pool
+            if pool is None or self._pool_size < size:
+                if pool is not None:
+                    # A session with a larger max_concurrent opened: a bigger pool takes
+                    # the calls from now on; the old one finishes its own, then its threads end.
+                    pool.shutdown(wait=False)
+                pool = self._pool = ThreadPoolExecutor(size, "heddle-agent")
+                self._pool_size = size
+            return pool.submit(fn, *args)
+
+    async def aclose(self) -> None:
+        """Shut the thread pool down; calls still in an agent finish alone. Idempotent."""
+        with self._lock:
+            pool, self._pool, self._pool_size = self._pool, None, 0
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
 
 
 class _LocalSession:
-    __slots__ = ("_max", "_pool")
+    """One run's agent calls, on the loop or on the runner's threads."""
 
-    def __init__(self, max_concurrent: int) -> None:
-        self._max = max_concurrent
-        self._pool: ThreadPoolExecutor | None = None  # only if a sync agent runs
+    __slots__ = ("_submit",)
+
+    def __init__(self, submit: Callable[..., Future[Any]]) -> None:
+        self._submit = submit
 
     async def start(self) -> None:
-        pass  # the pool starts with the first sync call, if any
+        pass  # the runner's pool starts with the first sync call, if any
 
     async def call(self, spec: AgentSpec, task: Any) -> Any:
         if spec.is_async:
             return await await_if_needed(spec.call(task))
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(self._max, "heddle-agent")
-        call = functools.partial(contextvars.copy_context().run, spec.call, task)
-        result = await asyncio.get_running_loop().run_in_executor(self._pool, call)
+        future = self._submit(contextvars.copy_context().run, spec.call, task)
+        try:
+            result = await asyncio.wrap_future(future)
+        except asyncio.CancelledError:
+            future.cancel()  # not started yet: it never will; else the thread runs on alone
+            raise
         return await await_if_needed(result)
 
     async def aclose(self) -> None:
-        if self._pool is not None:
-            pool, self._pool = self._pool, None
-            pool.shutdown(wait=False, cancel_futures=True)
+        pass  # the threads are the runner's
