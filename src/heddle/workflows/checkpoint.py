@@ -391,6 +391,7 @@ class SQLiteCheckpointer(ThreadConfined):
         self._timeout = float(timeout)
         self._conn: sqlite3.Connection | None = None
         self._has_tables = False  # read-only: whether heddle's tables exist yet
+        self._result_seq: dict[str, int] = {}  # per run: its last result's number (thread)
         self._lock = threading.Lock()
         self._pending: list[_Write] = []
         self._writing = False
@@ -528,8 +529,11 @@ class SQLiteCheckpointer(ThreadConfined):
     def _write_sync(self, batch: Sequence[_Write]) -> list[Exception | None]:
         """Commit ``batch`` in one transaction; return each write's error (None: written).
 
-        Each write runs in its own savepoint, so one that fails is undone alone
-        and the others are committed. Raises if the transaction as a whole fails.
+        A write that fails is undone alone and the others are committed: each
+        write changes the database with one statement (an event's trimming of
+        older events aside), and SQLite undoes a failing statement by itself.
+        Fences and other checks raise before that statement. Raises if the
+        transaction as a whole fails (SQLite then rolls all of it back).
         """
         conn = self._connection()
         errors: list[Exception | None] = [None] * len(batch)
@@ -537,18 +541,15 @@ class SQLiteCheckpointer(ThreadConfined):
             self._patiently(conn, "BEGIN IMMEDIATE")
             try:
                 for k, write in enumerate(batch):
-                    conn.execute("SAVEPOINT heddle_write")
                     try:
                         write.apply(conn)
                     except (CheckpointError, LeaseLostError) as exc:
-                        conn.execute("ROLLBACK TO heddle_write")
                         errors[k] = exc
                     except sqlite3.Error as exc:  # a constraint, a trigger: this write only
-                        conn.execute("ROLLBACK TO heddle_write")
-                        error = self._database_error(exc)
-                        error.__cause__ = exc
-                        errors[k] = error
-                    conn.execute("RELEASE heddle_write")
+                        if not conn.in_transaction:  # ... unless it ended the transaction
+                            raise
+                        errors[k] = self._database_error(exc)
+                        errors[k].__cause__ = exc  # type: ignore[union-attr]
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
@@ -569,6 +570,24 @@ class SQLiteCheckpointer(ThreadConfined):
         except sqlite3.Error as exc:
             raise self._database_error(exc) from exc
         return rows
+
+    def _next_result_seq(self, conn: sqlite3.Connection, workflow_id: str) -> int:
+        """The number of the run's next result, in the order results are recorded.
+
+        Read from the database at this checkpointer's first write of the run
+        (in the write's transaction), then counted here: results are fenced,
+        so no other process records any while this one owns the run, and
+        :meth:`create_run`, :meth:`claim_run` and :meth:`finish_run` forget
+        the count. Counting saves an index on the hot path of every save.
+        """
+        last = self._result_seq.get(workflow_id)
+        if last is None:
+            (last,) = conn.execute(
+                "SELECT COALESCE(MAX(seq), 0) FROM heddle_node_results WHERE workflow_id = ?",
+                (workflow_id,),
+            ).fetchone()
+        self._result_seq[workflow_id] = seq = int(last) + 1
+        return seq
 
     # -- group commit ---------------------------------------------------------------
     #
@@ -665,6 +684,7 @@ class SQLiteCheckpointer(ThreadConfined):
         path = self.path
 
         def insert(conn: sqlite3.Connection) -> None:
+            self._result_seq.pop(wid, None)
             found = conn.execute(
                 "SELECT status FROM heddle_runs WHERE workflow_id = ?", (wid,)
             ).fetchone()
@@ -686,6 +706,7 @@ class SQLiteCheckpointer(ThreadConfined):
     def _claim_sync(self, workflow_id: str, lease: RunLease) -> RunRecord:
         self._refuse_writes()
         conn = self._connection()
+        self._result_seq.pop(workflow_id, None)
         try:
             self._patiently(conn, "BEGIN IMMEDIATE")  # the read and the write see one state
             try:
@@ -750,13 +771,10 @@ class SQLiteCheckpointer(ThreadConfined):
         status = result["status"]
 
         def insert(conn: sqlite3.Connection) -> None:
-            _fence(conn, workflow_id, owner)
-            conn.execute(
-                "INSERT OR REPLACE INTO heddle_node_results (workflow_id, node, status, result, "
-                "seq) VALUES (?, ?, ?, ?, (SELECT COALESCE(MAX(seq), 0) + 1 "
-                "FROM heddle_node_results WHERE workflow_id = ?))",
-                (workflow_id, node, status, text, workflow_id),
-            )
+            seq = self._next_result_seq(conn, workflow_id)
+            cursor = conn.execute(_SAVE_RESULT, (workflow_id, owner, node, status, text, seq))
+            if cursor.rowcount == 0:
+                raise _lost(conn, workflow_id)
 
         future = self._enqueue(insert, wait, f"the result of node {node!r} of run {workflow_id!r}")
         if future is not None:
@@ -771,17 +789,15 @@ class SQLiteCheckpointer(ThreadConfined):
         text = json.dumps(event)
 
         def insert(conn: sqlite3.Connection) -> None:
-            _fence(conn, workflow_id, owner)
             # The primary key's index finds the run's last event in O(log n).
             (last,) = conn.execute(
                 "SELECT COALESCE(MAX(seq), 0) FROM heddle_events WHERE workflow_id = ?",
                 (workflow_id,),
             ).fetchone()
             seq = int(last) + 1
-            conn.execute(
-                "INSERT INTO heddle_events (workflow_id, seq, event) VALUES (?, ?, ?)",
-                (workflow_id, seq, text),
-            )
+            cursor = conn.execute(_ADD_EVENT, (workflow_id, owner, seq, text))
+            if cursor.rowcount == 0:
+                raise _lost(conn, workflow_id)
             if seq > keep:
                 conn.execute(
                     "DELETE FROM heddle_events WHERE workflow_id = ? AND seq <= ?",
@@ -798,13 +814,13 @@ class SQLiteCheckpointer(ThreadConfined):
         *,
         owner: str | None = None,
     ) -> None:
+        at = _iso(finished_at)
+
         def update(conn: sqlite3.Connection) -> None:
-            _fence(conn, workflow_id, owner)
-            conn.execute(
-                "UPDATE heddle_runs SET status = ?, finished_at = ?, owner = NULL, "
-                "owner_site = NULL, lease_until = NULL WHERE workflow_id = ?",
-                (status, _iso(finished_at), workflow_id),
-            )
+            self._result_seq.pop(workflow_id, None)
+            cursor = conn.execute(_FINISH_RUN, (workflow_id, owner, status, at))
+            if cursor.rowcount == 0 and owner is not None:
+                raise _lost(conn, workflow_id)
 
         await self._write(update, f"the end of run {workflow_id!r}")
 
@@ -886,20 +902,27 @@ def _settle(outcomes: Sequence[tuple[asyncio.Future[None], Exception | None]]) -
             future.set_exception(error)
 
 
-def _fence(conn: sqlite3.Connection, workflow_id: str, owner: str | None) -> None:
-    """Raise LeaseLostError unless ``owner`` (if given) holds the run, in the write's transaction.
+# Writes of a run are fenced by its owner's token (?2) in the same statement, so in the
+# same transaction: no claim can come between the check and the write. Without an owner
+# (?2 NULL) a write is not fenced.
+_OWNED = "(?2 IS NULL OR EXISTS (SELECT 1 FROM heddle_runs WHERE workflow_id = ?1 AND owner = ?2))"
+_SAVE_RESULT = (
+    "INSERT OR REPLACE INTO heddle_node_results (workflow_id, node, status, result, seq) "
+    f"SELECT ?1, ?3, ?4, ?5, ?6 WHERE {_OWNED}"
+)
+_ADD_EVENT = f"INSERT INTO heddle_events (workflow_id, seq, event) SELECT ?1, ?3, ?4 WHERE {_OWNED}"
+_FINISH_RUN = (
+    "UPDATE heddle_runs SET status = ?3, finished_at = ?4, owner = NULL, owner_site = NULL, "
+    "lease_until = NULL WHERE workflow_id = ?1 AND (?2 IS NULL OR owner = ?2)"
+)
 
-    Checked inside the commit's ``BEGIN IMMEDIATE``: no claim can slip in
-    between this check and the write.
-    """
-    if owner is None:
-        return
+
+def _lost(conn: sqlite3.Connection, workflow_id: str) -> LeaseLostError:
+    """The error for a write fenced out of ``workflow_id``, naming who holds it now."""
     row = conn.execute(
         "SELECT owner FROM heddle_runs WHERE workflow_id = ?", (workflow_id,)
     ).fetchone()
-    holder = None if row is None else row[0]
-    if holder != owner:
-        raise LeaseLostError(workflow_id, holder)
+    return LeaseLostError(workflow_id, None if row is None else row[0])
 
 
 # -- the schema ---------------------------------------------------------------------------
@@ -1012,12 +1035,7 @@ def _to_v1(conn: sqlite3.Connection) -> None:
             conn.execute(f"ALTER TABLE heddle_runs ADD COLUMN {column} TEXT")
 
 
-def _to_v2(conn: sqlite3.Connection) -> None:
-    """Version 1 to 2: the database numbers results, so a run's next number is an index lookup."""
-    conn.execute("CREATE INDEX heddle_node_results_seq ON heddle_node_results (workflow_id, seq)")
-
-
-_MIGRATIONS = (_to_v1, _to_v2)
+_MIGRATIONS = (_to_v1,)
 
 SCHEMA_VERSION = len(_MIGRATIONS)
 """The checkpoint schema this heddle writes (``PRAGMA user_version``); newer files are refused."""
