@@ -1,4 +1,4 @@
-"""LocalRunner: one bounded thread pool for every run."""
+"""LocalRunner: one bounded thread pool for every run, and retries that wait for abandoned calls."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ from typing import Any
 
 import pytest
 
-from heddle import WorkflowExecutor, WorkflowGraph
+from heddle import RetryPolicy, WorkflowExecutor, WorkflowGraph
 from heddle.agents import AgentSpec, describe_agent
 from heddle.core.errors import ConfigurationError
+from heddle.messaging import EventType, MessageBus
 from heddle.workflows import LocalRunner
 from heddle.workflows.runner import RunnerSession
 
@@ -237,3 +238,75 @@ def test_max_threads_must_be_a_positive_int() -> None:
             make()
         assert info.value.parameter == "max_threads"
     assert repr(LocalRunner()) == "LocalRunner(max_threads=None)"
+
+
+# --- a retry never overlaps the call it retries ---------------------------------------------
+
+
+async def test_a_retry_waits_for_the_abandoned_call_and_takes_its_result() -> None:
+    """The retry does not call the agent while the abandoned call runs; it returns that result."""
+    agent = HangsFirst()
+    spec, other = describe_agent(agent, node="n"), describe_agent(agent, node="m")
+    session = LocalRunner(max_threads=2).open(2)
+    task = "t"
+    await abandon_first_call(session, spec, task)
+    retry = asyncio.create_task(session.call(spec, task))
+    # Another node of the same agent is not held back. Its call is queued after the
+    # retry's would be, on the one free thread, so "call 2" means the retry made none.
+    assert await asyncio.create_task(session.call(other, "u")) == "u from call 2"
+    assert not retry.done()
+    agent.release.set()
+    assert await retry == "t from call 1"
+    assert agent.calls == 2  # one call of n, one of m
+
+
+async def test_a_retry_calls_again_once_the_abandoned_call_has_failed() -> None:
+    """When the abandoned call raises, the retry calls the agent afresh, after it ended."""
+    agent = HangsFirst(first_raises=True)
+    spec = describe_agent(agent, node="n")
+    session = LocalRunner(max_threads=2).open(2)
+    task = "t"
+    await abandon_first_call(session, spec, task)
+    retry = asyncio.create_task(session.call(spec, task))
+    # Queued after the retry's call would be, on the one free thread: once it is done,
+    # a retry that did not wait would have run beside the first call.
+    marker = describe_agent(lambda task: task, node="marker")
+    assert await asyncio.create_task(session.call(marker, "u")) == "u"
+    agent.release.set()
+    assert await retry == "t from call 2"
+    assert agent.peak == 1  # the two calls never ran at once
+
+
+async def test_a_retry_cancelled_while_waiting_leaves_the_next_one_waiting() -> None:
+    """A retry that times out while the abandoned call runs hands the wait on to the next one."""
+    agent = HangsFirst()
+    spec, other = describe_agent(agent, node="n"), describe_agent(agent, node="m")
+    session = LocalRunner(max_threads=2).open(2)
+    task = "t"
+    await abandon_first_call(session, spec, task)
+    retry = asyncio.create_task(session.call(spec, task))
+    # Queued after the retry started (see the test above): the retry is waiting by now.
+    assert await asyncio.create_task(session.call(other, "u")) == "u from call 2"
+    retry.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await retry
+    again = asyncio.create_task(session.call(spec, task))
+    agent.release.set()
+    assert await again == "t from call 1"
+    assert agent.calls == 2
+
+
+async def test_a_timed_out_sync_node_is_retried_with_the_late_result() -> None:
+    """Through the executor: attempt 2 of a timed-out sync node gets attempt 1's late result."""
+    agent = HangsFirst()
+    bus = MessageBus()
+    bus.subscribe(EventType.NODE_RETRYING, lambda event: agent.release.set())
+    retry = RetryPolicy(max_attempts=3, initial_delay=0.0, jitter=False)
+    graph = WorkflowGraph("late").add_node("n", agent, timeout=1.0, retry=retry)
+    runner = LocalRunner()
+    result = await WorkflowExecutor(runner=runner, bus=bus).execute(graph, input="t")
+    await runner.aclose()
+    assert result.ok, result.results["n"]
+    assert result.content("n") == "t from call 1"
+    assert result.results["n"]["attempts"] >= 2
+    assert agent.calls == 1

@@ -18,6 +18,7 @@ import contextvars
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from heddle.agents import AgentSpec, await_if_needed
@@ -63,6 +64,14 @@ class LocalRunner(AsyncResource):
     * A sync call cannot be interrupted: on timeout or cancellation the
       executor stops waiting, and the thread finishes the call alone, keeping
       its place in the pool until then.
+
+    A retry never overlaps the call it retries. When an attempt of a sync
+    agent timed out (or was cancelled) and its thread still runs, the next
+    attempt of that node in that run waits for that call, within its own
+    timeout, instead of calling the agent again beside it: if the call
+    returns meanwhile, its result is the retry's; if it raises, the retry
+    calls the agent afresh. So a node's side effects never run twice at once,
+    and a hung agent holds one thread, not one per attempt.
 
     The pool starts with the first sync call and serves event loops one after
     another. :meth:`aclose` shuts it down without waiting for threads still in
@@ -118,13 +127,29 @@ class LocalRunner(AsyncResource):
             pool.shutdown(wait=False, cancel_futures=True)
 
 
+@dataclass(frozen=True, slots=True)
+class _Abandoned:
+    """A sync call the run stopped waiting for while its thread ran on.
+
+    ``spec`` and ``task`` are held so that their ids, the key of the entry,
+    are not reused by other objects while it exists.
+    """
+
+    spec: AgentSpec
+    task: Any
+    future: Future[Any]
+
+
 class _LocalSession:
     """One run's agent calls, on the loop or on the runner's threads."""
 
-    __slots__ = ("_submit",)
+    __slots__ = ("_abandoned", "_submit")
 
     def __init__(self, submit: Callable[..., Future[Any]]) -> None:
         self._submit = submit
+        # Sync calls the run stopped waiting for, by (spec, task) identity: the executor
+        # retries a node with the same spec and the same task object. Made on first need.
+        self._abandoned: dict[tuple[int, int], _Abandoned] | None = None
 
     async def start(self) -> None:
         pass  # the runner's pool starts with the first sync call, if any
@@ -132,13 +157,37 @@ class _LocalSession:
     async def call(self, spec: AgentSpec, task: Any) -> Any:
         if spec.is_async:
             return await await_if_needed(spec.call(task))
+        return await self._call_in_thread(spec, task)
+
+    async def _call_in_thread(self, spec: AgentSpec, task: Any) -> Any:
+        key = (id(spec), id(task))
+        abandoned = self._abandoned.pop(key, None) if self._abandoned else None
+        if abandoned is not None:
+            late = await self._outlive(key, abandoned)
+            if late.exception() is None:
+                return await await_if_needed(late.result())
         future = self._submit(contextvars.copy_context().run, spec.call, task)
         try:
             result = await asyncio.wrap_future(future)
         except asyncio.CancelledError:
-            future.cancel()  # not started yet: it never will; else the thread runs on alone
+            if not future.cancel():  # a thread has the call: it runs on, and a retry waits
+                if self._abandoned is None:
+                    self._abandoned = {}
+                self._abandoned[key] = _Abandoned(spec, task, future)
             raise
         return await await_if_needed(result)
 
+    async def _outlive(self, key: tuple[int, int], abandoned: _Abandoned) -> asyncio.Future[Any]:
+        """Wait until an abandoned call ends; if this wait is cancelled, the next one waits."""
+        late = asyncio.wrap_future(abandoned.future)
+        try:
+            await asyncio.wait((late,))
+        except asyncio.CancelledError:
+            late.cancel()  # the thread cannot be stopped; this only drops the late delivery
+            if self._abandoned is not None:
+                self._abandoned[key] = abandoned
+            raise
+        return late
+
     async def aclose(self) -> None:
-        pass  # the threads are the runner's
+        self._abandoned = None  # their threads finish alone; nothing of this run waits for them
