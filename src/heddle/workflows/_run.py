@@ -92,7 +92,7 @@ def format_traceback(exc: BaseException, limit: int = MAX_TRACEBACK_CHARS) -> st
 
 
 class _Stop(Exception):
-    """Raised by a worker to make the TaskGroup cancel the others: the run stops."""
+    """Raised inside a worker when the run must stop; the worker cancels the others."""
 
 
 class Run:
@@ -145,6 +145,7 @@ class Run:
         self.fail_fast_node: str | None = None
         self.fatal: Exception | None = None
         self.driver: asyncio.Task[Any] | None = None
+        self.worker_tasks: list[asyncio.Task[None]] = []
 
     def _log_extra(self, node: Node, attempt: int, **more: Any) -> dict[str, Any]:
         return {
@@ -222,12 +223,12 @@ class Run:
         self.session = self.executor.runner.open(self.executor.max_concurrent)
         try:
             await self.session.start()
-            try:
-                async with asyncio.TaskGroup() as tg:
-                    for _ in range(self.workers):
-                        tg.create_task(self._worker())
-            except* _Stop:
-                pass
+            # Workers never raise: a worker that stops the run cancels the others
+            # itself. (A TaskGroup whose child raises cancels this task too, and on
+            # Python 3.11 leaves that cancel request counted, which would make the
+            # caller's own timeouts and cancels misfire.)
+            async with asyncio.TaskGroup() as tg:
+                self.worker_tasks = [tg.create_task(self._worker()) for _ in range(self.workers)]
             if self.fatal is not None:
                 raise self.fatal
             if self.remaining:  # fail_fast cancelled what was left
@@ -274,24 +275,31 @@ class Run:
         queue = self.queue
         me = asyncio.current_task()
         assert me is not None
-        while True:
-            i = _STOP
-            try:
-                i = await queue.get()
-                if i == _STOP:
-                    return
-                await self._attempt(i)
-            except asyncio.CancelledError as exc:
-                if self._stopping():
+        try:
+            while True:
+                i = _STOP
+                try:
+                    i = await queue.get()
+                    if i == _STOP:
+                        return
+                    await self._attempt(i)
+                except asyncio.CancelledError as exc:
+                    if self._stopping():
+                        raise
+                    # Not the run's cancellation: an agent cancelled its own task, or
+                    # someone cancelled this worker. The worker lives on; the node ends.
+                    while me.uncancel():
+                        pass
+                    if i != _STOP and self.status[i] is None:
+                        await self._guarded(self._finish_failed(i, exc))
+                except _Stop:
                     raise
-                # Not the run's cancellation: an agent cancelled its own task, or someone
-                # cancelled this worker. The worker must live on, and the node end.
-                while me.uncancel():
-                    pass
-                if i != _STOP and self.status[i] is None:
-                    await self._guarded(self._finish_failed(i, exc))
-            except Exception as exc:
-                self._stop_with(exc)
+                except Exception as exc:
+                    self._stop_with(exc)
+        except _Stop:  # this worker stops the run: the others are cancelled
+            for task in self.worker_tasks:
+                if task is not me:
+                    task.cancel()
 
     async def _guarded(self, step: Awaitable[None]) -> None:
         """Await a bookkeeping step; an error in it stops the run (see :meth:`_stop_with`)."""
@@ -372,7 +380,11 @@ class Run:
         except Exception as exc:
             await self._agent_failed(i, node, exc, attempt)
             return
-        changed = await self._record(breakers.record_success, node)
+        try:  # inline, not through _record: this is the hot path of every node
+            changed = await breakers.record_success(agent)
+        except Exception as exc:
+            self._unrecorded(node, exc)
+            changed = None
         if self.observe:
             await self._circuit_changed(changed, node)
         if self.debug:
@@ -406,14 +418,17 @@ class Run:
         try:
             return await verdict(node.spec.name)
         except Exception as exc:
-            logger.warning(
-                "node %r: could not update the circuit breaker of agent %r: %s",
-                node.name,
-                node.spec.name,
-                error_text(exc),
-                extra=self._log_extra(node, 0, error_type=error_type(exc)),
-            )
+            self._unrecorded(node, exc)
             return None
+
+    def _unrecorded(self, node: Node, exc: Exception) -> None:
+        logger.warning(
+            "node %r: could not update the circuit breaker of agent %r: %s",
+            node.name,
+            node.spec.name,
+            error_text(exc),
+            extra=self._log_extra(node, 0, error_type=error_type(exc)),
+        )
 
     async def _call(self, node: Node, task: Any, attempt: int) -> Any:
         if node.timeout is None:
