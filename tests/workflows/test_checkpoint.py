@@ -439,6 +439,13 @@ def unversion(db: Path) -> None:
     sql(db, "PRAGMA user_version = 0")
 
 
+def before_leases(db: Path) -> None:
+    """Make ``db`` what heddle wrote before runs had leases (and schemas a version)."""
+    unversion(db)
+    for column in ("owner", "owner_site", "lease_until"):
+        sql(db, f"ALTER TABLE heddle_runs DROP COLUMN {column}")
+
+
 async def failed_run(db: Path, rec: Recorder) -> str:
     """A recorded pipeline run in which "right" failed; returns its workflow id."""
     rec.failing = {"right"}
@@ -520,10 +527,10 @@ async def test_tables_heddle_did_not_make_are_refused_before_any_agent_runs(
 async def test_two_checkpointers_opening_an_old_database_at_once_migrate_it_once(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Both wait on one lock with version 0 read; the second finds the migration done."""
+    """Both read version 0, then wait on one lock; the lease columns are added once."""
     db = tmp_path / "runs.db"
     workflow_id = await failed_run(db, Recorder())
-    unversion(db)
+    before_leases(db)
     holder = sqlite3.connect(db, isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")
     first, second = SQLiteCheckpointer(db), SQLiteCheckpointer(db)
@@ -535,6 +542,8 @@ async def test_two_checkpointers_opening_an_old_database_at_once_migrate_it_once
     listed = await opening
     assert [[r.workflow_id for r in runs] for runs in listed] == [[workflow_id]] * 2
     assert sql(db, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+    columns = [row[1] for row in sql(db, "PRAGMA table_info(heddle_runs)")]
+    assert columns[-3:] == ["owner", "owner_site", "lease_until"]
     await first.aclose()
     await second.aclose()
 
@@ -677,20 +686,15 @@ async def test_a_readonly_checkpointer_asks_for_an_upgrade_of_a_database_from_be
 ) -> None:
     """Tables without the lease columns cannot be read as they are: a clear error, no change."""
     db = tmp_path / "runs.db"
-    with contextlib.closing(sqlite3.connect(db)) as conn:
-        conn.executescript(
-            UNVERSIONED_SCHEMA.replace(
-                "finished_at TEXT,\n    owner       TEXT,\n    owner_site  TEXT,\n"
-                "    lease_until TEXT\n",
-                "finished_at TEXT\n",
-            )
-        )
-    assert "owner" not in str(sql(db, "PRAGMA table_info(heddle_runs)"))
+    workflow_id = await failed_run(db, Recorder())
+    before_leases(db)
+    before = db.read_bytes()
     with pytest.raises(CheckpointError, match="older heddle and must be upgraded"):
         async with SQLiteCheckpointer(db, readonly=True):
             pass
+    assert db.read_bytes() == before
     async with SQLiteCheckpointer(db) as writer:  # a writer upgrades it
-        assert await writer.list_runs() == []
+        assert [r.workflow_id for r in await writer.list_runs()] == [workflow_id]
 
 
 # -- listing runs -------------------------------------------------------------------------
