@@ -10,9 +10,9 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -36,6 +36,12 @@ pytestmark = [
 
 NO_RETRY = RetryPolicy(max_attempts=1)
 RETRY = RetryPolicy(max_attempts=4, initial_delay=0.2, jitter=False)
+# How long to wait for Ray to do something it does in its own time (restart an
+# actor, deliver a kill or a cancel): generous, since a loaded 2-CPU machine can
+# take tens of seconds to start a worker process. Never the expected wait.
+PATIENCE = 60.0
+
+T = TypeVar("T")
 
 
 @pytest.fixture(scope="module")
@@ -179,6 +185,10 @@ class DieOnce:
             os.kill(os.getpid(), signal.SIGKILL)
         return self.calls
 
+    def pid(self, task: Any) -> int:
+        """Which process holds this copy (a call that changes nothing)."""
+        return os.getpid()
+
 
 class ExitOnce:
     """A stateful agent whose actor ends for good on its first call."""
@@ -231,12 +241,25 @@ def mixed_graph() -> WorkflowGraph:
     return g
 
 
+async def once_answered(call: Callable[[], Awaitable[T]]) -> T:
+    """What ``call()`` returns once its actor answers: Ray fails calls while it restarts one."""
+    deadline = time.monotonic() + PATIENCE
+    while True:
+        try:
+            return await call()
+        except ray.exceptions.ActorUnavailableError:
+            if time.monotonic() > deadline:
+                raise
+        await asyncio.sleep(0.1)  # a restarting actor may refuse at once: poll, do not spin
+
+
 async def pool_ready(runner: RayRunner) -> None:
-    """Wait until every pool actor is up (a call cancelled while queued never starts)."""
-    await asyncio.gather(*(actor.handle.pid.remote() for actor in runner._pool))
+    """Wait until every pool actor answers (a call cancelled while queued never starts)."""
+    for actor in runner._pool:
+        await once_answered(actor.handle.pid.remote)
 
 
-def read_when_written(path: Path, timeout: float = 10.0) -> str:
+def read_when_written(path: Path, timeout: float = PATIENCE) -> str:
     """The file's text once it exists (an actor writes it a moment after the driver moves on)."""
     deadline = time.monotonic() + timeout
     while not path.exists() and time.monotonic() < deadline:
@@ -339,20 +362,46 @@ async def test_a_killed_worker_is_retried_by_the_executor(
     assert result.content("n") == "survived"
     assert result.results["n"]["attempts"] >= 2
     assert (tmp_path / "died").exists()
+    await pool_ready(runner)  # Ray restarts the killed actor: the pool is whole again
 
 
 async def test_a_killed_stateful_actor_restarts_from_the_first_copy(
     runner: RayRunner, tmp_path: Path
 ) -> None:
-    """A stateful agent's actor is restarted after a SIGKILL; the retry runs on a fresh copy."""
-    g = WorkflowGraph("crash-obj").add_node("n", DieOnce(str(tmp_path / "died")), retry=RETRY)
-    result = await WorkflowExecutor(runner=runner).execute(g)
-    assert result.ok, result.results["n"]
-    assert result.content("n") == 1  # the call count died with the process
+    """A stateful agent's actor SIGKILLed mid-call restarts from the copy made at first use."""
+    agent = DieOnce(str(tmp_path / "died"))
+    session = runner.open(1)
+    where = describe_agent(agent.pid, node="probe")  # a bound method: the object's own actor
+    first_pid = await session.call(where, None)  # first use: the actor copies the object now
+    agent.calls = 100  # the driver's object moves on; a restart must not pick this up
+    g = WorkflowGraph("crash-obj").add_node("n", agent, retry=NO_RETRY)
+    executor = WorkflowExecutor(runner=runner)
+    died = await executor.execute(g)
+    assert died.results["n"]["status"] == "failed"
+    assert (died.results["n"]["error"] or "").startswith("ActorUnavailableError")
+    # Ray restarts the actor in its own time: wait until the new process answers.
+    assert await once_answered(lambda: session.call(where, None)) != first_pid
+    again = await executor.execute(g)
+    assert again.content("n") == 1  # the first-use copy (0 calls), not the driver's (100)
+
+
+async def test_a_run_does_not_wait_for_a_pool_actor_that_already_answered(
+    runner: RayRunner,
+) -> None:
+    """A run's start waits only for new actors, not for one that is down (here: frozen)."""
+    await pool_ready(runner)
+    pid = await runner._pool[0].handle.pid.remote()
+    os.kill(pid, signal.SIGSTOP)  # like a restart: calls to it get no answer for now
+    try:
+        async with asyncio.timeout(PATIENCE):
+            await runner.open(1).start()
+    finally:
+        os.kill(pid, signal.SIGCONT)
 
 
 async def test_an_actor_that_exits_for_good_is_replaced(runner: RayRunner, tmp_path: Path) -> None:
     """An actor that will not restart is swapped for a new one; the retry runs there."""
+    await pool_ready(runner)  # the retry goes to the other actor: it must be up
     agent = functools.partial(exit_once, str(tmp_path / "exited"))
     g = WorkflowGraph("exit").add_node("n", agent, retry=RETRY)
     result = await WorkflowExecutor(runner=runner).execute(g)
@@ -452,8 +501,9 @@ async def test_shutdown_kills_the_actors_and_the_runner_starts_again(runner: Ray
         pass
     assert ray is not None and ray.is_initialized()
     # ray.kill() only sends the kill: a call made at once may still be answered.
+    deadline = time.monotonic() + PATIENCE
     with pytest.raises(ray.exceptions.RayActorError):  # noqa: PT012
-        for _ in range(100):
+        while time.monotonic() < deadline:
             await old.pid.remote()
             await asyncio.sleep(0.1)
     again = await WorkflowExecutor(runner=second).execute(g)

@@ -24,7 +24,9 @@ Ray *actor*:
   reason.
 * Cancelling an attempt (timeout, ``fail_fast``, a cancelled run) cancels the
   Ray call too: an async agent gets :class:`asyncio.CancelledError` inside the
-  actor. A sync agent's thread, as with the local runner, runs to its end.
+  actor. A sync agent's thread, as with the local runner, runs to its end;
+  unlike the local runner, a retry does not wait for it (the driver cannot
+  see that thread end).
 * Actors restart when their process dies (``max_restarts=-1``) and Ray never
   re-runs a call by itself (``max_task_retries=0``): the attempt fails with
   Ray's :class:`~ray.exceptions.RayActorError` and the executor's
@@ -151,6 +153,7 @@ class _Actor:
 
     handle: Any
     load: int = 0
+    answered: bool = False  # it came up once: start() does not wait for it again
 
 
 @dataclass(frozen=True, slots=True)
@@ -287,10 +290,19 @@ class RayRunner(AsyncResource):
         from the main thread, where Ray can install its SIGTERM handler.
         ``timeout`` bounds the wait for the actors (Ray's ``GetTimeoutError``),
         which never come up if ``actor_options`` ask for what the cluster lacks.
+
+        Each run calls this too, and waits only for actors that never
+        answered (new ones). An actor that Ray is restarting is not waited
+        for: Ray fails calls to it until it is back, which would fail every
+        run starting meanwhile; its calls fail as attempts instead, for the
+        executor's retry policy.
         """
         self._connect_once()
-        handles = [actor.handle for actor in self._pool]
-        self._ray.get([handle.pid.remote() for handle in handles], timeout=timeout)
+        new = [actor for actor in self._pool if not actor.answered]
+        if new:
+            self._ray.get([actor.handle.pid.remote() for actor in new], timeout=timeout)
+            for actor in new:
+                actor.answered = True
         return self
 
     def _connect_once(self) -> None:
@@ -437,8 +449,8 @@ class _RaySession:
         self._runner = runner
 
     async def start(self) -> None:
-        # Connect and wait for the pool before the run's first attempt, so Ray's
-        # start-up never eats into a node's timeout. Blocking work: off the loop.
+        # Connect and wait for new pool actors before the run's first attempt, so
+        # their start-up never eats into a node's timeout. Blocking work: off the loop.
         await asyncio.to_thread(self._runner.start)
 
     async def call(self, spec: AgentSpec, task: Any) -> Any:
