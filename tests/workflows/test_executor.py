@@ -19,7 +19,7 @@ from heddle import (
 )
 from heddle.core.errors import ConfigurationError
 from heddle.testing import FakeClock
-from heddle.workflows import CircuitState
+from heddle.workflows import CircuitState, LocalRunner
 from heddle.workflows import _run as run_module
 
 NO_RETRY = RetryPolicy(max_attempts=1)
@@ -778,6 +778,8 @@ async def test_run_inside_a_running_loop_names_execute() -> None:
         ({"retry": 3}, "retry"),
         ({"circuit_breaker_threshold": 0}, "failure_threshold"),
         ({"circuit_breaker_timeout": -1}, "recovery_timeout"),
+        ({"max_threads": 0}, "max_threads"),
+        ({"max_threads": 4, "runner": LocalRunner()}, "max_threads"),
     ],
 )
 def test_bad_executor_settings_are_rejected(kwargs: dict[str, Any], parameter: str) -> None:
@@ -785,6 +787,35 @@ def test_bad_executor_settings_are_rejected(kwargs: dict[str, Any], parameter: s
     with pytest.raises(ConfigurationError) as info:
         WorkflowExecutor(**kwargs)
     assert info.value.parameter == parameter
+
+
+async def test_concurrent_runs_of_one_executor_share_max_threads_threads() -> None:
+    """Sync agents of many concurrent runs never hold more than max_threads threads."""
+    lock = threading.Lock()
+    running = peak = 0
+    threads: set[threading.Thread] = set()
+
+    def work(task: Any) -> Any:
+        nonlocal running, peak
+        with lock:
+            running += 1
+            peak = max(peak, running)
+            threads.add(threading.current_thread())
+        try:
+            threading.Event().wait(0.002)
+        finally:
+            with lock:
+                running -= 1
+        return task
+
+    g = chain("a", "b", agent=work)
+    async with WorkflowExecutor(max_concurrent=10, max_threads=3) as ex:
+        results = await asyncio.gather(*(ex.execute(g, n) for n in range(100)))
+    assert all(r.ok for r in results)
+    assert peak <= 3 and len(threads) <= 3
+    for thread in threads:  # aclose() shut the pool down: its idle threads exit
+        await asyncio.to_thread(thread.join, 10)
+    assert not any(t.is_alive() for t in threads)
 
 
 async def test_invalid_graph_fails_before_any_agent_runs() -> None:

@@ -142,8 +142,11 @@ class WorkflowExecutor(AsyncResource):
     Redis shared by several processes) replaces the in-process breakers, whose
     threshold and timeout are then the registry's; ``runner`` (a
     :class:`Runner`, e.g. ``heddle.distributed.RayRunner``) decides where
-    attempts run. Close an executor that owns a checkpointer with ``aclose()``
-    or ``async with``.
+    attempts run. The default runner runs sync agents in one thread pool
+    shared by every run of this executor, of ``max_threads`` threads (default:
+    ``max_concurrent``); ``max_concurrent`` bounds the agent calls of each
+    run. Close an executor with ``aclose()`` or ``async with`` to release the
+    checkpointer it opened and its threads.
 
     With a ``bus``, every run publishes its lifecycle on it (all with the
     run's ``workflow_id``; payload keys in brackets): ``workflow.started``
@@ -169,6 +172,7 @@ class WorkflowExecutor(AsyncResource):
         bus: MessageBus | None = None,
         checkpointer: Checkpointer | str | os.PathLike[str] | None = None,
         runner: Runner | None = None,
+        max_threads: int | None = None,
         circuit_breakers: CircuitBreakers | None = None,
         clock: Callable[[], float] = time.monotonic,
         rng: Callable[[], float] = random.random,
@@ -221,8 +225,15 @@ class WorkflowExecutor(AsyncResource):
                 parameter="circuit_breakers",
             )
         self.breakers: CircuitBreakers = circuit_breakers
+        self._owns_runner = runner is None
         if runner is None:
-            runner = LocalRunner()
+            runner = LocalRunner(max_threads=max_threads)
+        elif max_threads is not None:
+            raise ConfigurationError(
+                "max_threads sizes the default runner's thread pool; with runner= given, "
+                "size that runner instead (LocalRunner(max_threads=...))",
+                parameter="max_threads",
+            )
         elif not isinstance(runner, Runner):
             raise ConfigurationError(
                 f"runner must implement heddle.workflows.Runner, got {type(runner).__name__}",
@@ -482,9 +493,12 @@ class WorkflowExecutor(AsyncResource):
         return self.checkpointer
 
     async def aclose(self) -> None:
-        """Close the checkpointer if this executor opened it (from a path). Idempotent."""
+        """Close what this executor made itself: the checkpointer it opened from a path,
+        and its default runner's thread pool. Idempotent."""
         if self._owns_checkpointer and self.checkpointer is not None:
             await self.checkpointer.aclose()
+        if self._owns_runner and isinstance(self.runner, LocalRunner):
+            await self.runner.aclose()
 
     def run(
         self, graph: WorkflowGraph, input: Any = None, *, workflow_id: str | None = None
