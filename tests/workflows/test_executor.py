@@ -584,6 +584,24 @@ async def test_timeout_error_names_node_and_limit() -> None:
     )
 
 
+async def test_a_sync_agents_timeout_says_its_call_runs_on() -> None:
+    """A timed-out sync agent's error says its thread goes on, and what a retry does."""
+    release = threading.Event()
+
+    def stuck(task: Any) -> None:
+        release.wait(10)
+
+    g = WorkflowGraph("g").add_node("stuck", stuck, timeout=0.05)
+    try:
+        result = await WorkflowExecutor(retry=NO_RETRY).execute(g)
+    finally:
+        release.set()
+    error = result.results["stuck"]["error"] or ""
+    assert error.startswith("NodeTimeoutError: node 'stuck' attempt 1 timed out after 0.05s; ")
+    assert "cannot be interrupted, so the call runs on in its thread" in error
+    assert "a retry waits for it" in error
+
+
 async def test_agents_own_timeout_error_is_not_mistaken_for_the_node_timeout() -> None:
     """A TimeoutError raised by the agent itself keeps its own type and message."""
 

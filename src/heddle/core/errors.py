@@ -99,10 +99,15 @@ class InvalidAgentError(HeddleError, TypeError):
 
 
 class NodeTimeoutError(HeddleError, TimeoutError):
-    """One attempt of a node ran longer than the node's ``timeout`` and was cancelled."""
+    """One attempt of a node ran longer than the node's ``timeout`` and was cancelled.
 
-    def __init__(self, node: str, timeout: float, attempt: int) -> None:
-        super().__init__(f"node {node!r} attempt {attempt} timed out after {timeout:g}s")
+    ``detail`` adds what happens to the call (a sync agent's call cannot be
+    interrupted: it runs on in its thread).
+    """
+
+    def __init__(self, node: str, timeout: float, attempt: int, detail: str = "") -> None:
+        message = f"node {node!r} attempt {attempt} timed out after {timeout:g}s"
+        super().__init__(f"{message}; {detail}" if detail else message)
         self.node = node
         self.timeout = timeout
         self.attempt = attempt

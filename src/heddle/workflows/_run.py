@@ -28,7 +28,7 @@ from heddle.workflows import runner as runner_module
 from heddle.workflows.context import ExecutionContext, Message, NodeResult, NodeStatus
 from heddle.workflows.graph import INPUT_FIELD, Node, Plan
 from heddle.workflows.resilience import CircuitState
-from heddle.workflows.runner import RunnerSession
+from heddle.workflows.runner import LocalRunner, RunnerSession
 
 if TYPE_CHECKING:
     from heddle.workflows.executor import WorkflowExecutor
@@ -91,6 +91,12 @@ def format_traceback(exc: BaseException, limit: int = MAX_TRACEBACK_CHARS) -> st
     return f"{text[:half]}\n... {cut} characters cut ...\n{text[-half:]}"
 
 
+_SYNC_TIMEOUT = "a sync agent cannot be interrupted, so the call runs on in its thread"
+_SYNC_TIMEOUT_LOCAL = (
+    f"{_SYNC_TIMEOUT}, and a retry waits for it and takes its result if it returns"
+)
+
+
 class _Stop(Exception):
     """Raised inside a worker when the run must stop; the worker cancels the others."""
 
@@ -146,6 +152,7 @@ class Run:
         self.fatal: Exception | None = None
         self.driver: asyncio.Task[Any] | None = None
         self.worker_tasks: list[asyncio.Task[None]] = []
+        self.local_runner = isinstance(executor.runner, LocalRunner)
 
     def _log_extra(self, node: Node, attempt: int, **more: Any) -> dict[str, Any]:
         return {
@@ -438,7 +445,10 @@ class Run:
                 return await self.session.call(node.spec, task)
         except TimeoutError as exc:
             if scope.expired():
-                raise NodeTimeoutError(node.name, node.timeout, attempt) from exc
+                detail = ""
+                if not node.spec.is_async:
+                    detail = _SYNC_TIMEOUT_LOCAL if self.local_runner else _SYNC_TIMEOUT
+                raise NodeTimeoutError(node.name, node.timeout, attempt, detail) from exc
             raise
 
     async def _task_for(self, i: int, node: Node) -> Any:
