@@ -8,8 +8,10 @@ How a run is scheduled (and why):
   for an unrelated slow node, and a run costs O(nodes + edges).
 * ``max_concurrent`` workers take ready nodes from one queue. Ready nodes
   wait in the queue as integers, not as parked tasks, so 100,000 ready nodes
-  cost a list, not 100,000 tasks. Sync agents run in a thread pool of the same
-  size, so the bound holds (and is reached) for them too.
+  cost a list, not 100,000 tasks. Sync agents run in the runner's one thread
+  pool (``max_threads``, default ``max_concurrent``), shared by every run of
+  the executor, so the bound holds (and is reached) for them too, and many
+  concurrent runs do not multiply the threads.
 * A retry waits for its backoff on a timer, off the worker: the worker takes
   the next ready node meanwhile, so a node in backoff never holds a slot.
 * The workers live in an :class:`asyncio.TaskGroup`: when ``execute()``
