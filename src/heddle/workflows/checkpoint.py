@@ -548,8 +548,9 @@ class SQLiteCheckpointer(ThreadConfined):
                     except sqlite3.Error as exc:  # a constraint, a trigger: this write only
                         if not conn.in_transaction:  # ... unless it ended the transaction
                             raise
-                        errors[k] = self._database_error(exc)
-                        errors[k].__cause__ = exc  # type: ignore[union-attr]
+                        error = self._database_error(exc)
+                        error.__cause__ = exc
+                        errors[k] = error
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
@@ -1049,11 +1050,10 @@ SCHEMA_VERSION = len(_MIGRATIONS)
 
 def _encode(value: Any, *, node: str | None, workflow_id: str) -> str:
     """The stored text of ``node``'s result (None: the run's input); ResultNotSerializable."""
-    subject = (
-        f"the input of workflow {workflow_id!r}"
-        if node is None
-        else (f"the result of node {node!r}")
-    )
+    if node is None:
+        subject = f"the input of workflow {workflow_id!r}"
+    else:
+        subject = f"the result of node {node!r}"
     try:
         return json.dumps(value)
     except RecursionError:
