@@ -497,7 +497,7 @@ async def test_random_workflows_keep_the_executor_invariants(block: int, tmp_pat
         except AssertionError as exc:
             raise AssertionError(
                 f"chaos trial {trial}\n  {exc}\n  rerun it alone: HEDDLE_CHAOS_SEED={seed} "
-                "pytest tests/workflows/test_chaos.py -k random"
+                "pytest tests/workflows/test_chaos.py -k invariants"
             ) from exc
 
 
