@@ -70,7 +70,7 @@ TROUBLE = {
     "hangs": 3,
     "cancels": 2,  # awaits a task that it cancelled: CancelledError not meant for the run
     "cancels_itself": 2,  # cancels the task it runs in, like a third party would
-    "unstorable": 1,  # returns a set: fine in memory, not JSON for a checkpoint
+    "unstorable": 1,  # returns a lock: fine in memory, nothing a checkpoint can store
     "deep": 1,  # returns a list nested past the recursion limit
     "unprintable": 1,  # raises an error whose str() raises
 }
@@ -240,7 +240,7 @@ class ChaosAgent:
         if kind == "unprintable":
             raise UnprintableError
         if kind == "unstorable":
-            return {"node": self.node, "tags": {"not", "json"}}
+            return {"node": self.node, "handle": threading.Lock()}
         if kind == "deep":
             return nested(2_000)
         return content(self.node, task)

@@ -9,6 +9,7 @@ import logging
 import os
 import random
 import sqlite3
+import threading
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -220,12 +221,13 @@ async def test_resume_needs_a_checkpointer() -> None:
 
 
 async def test_a_non_json_result_fails_its_node_naming_it(tmp_path: Path) -> None:
-    """A result that is not JSON is refused: the node fails, its dependents are skipped."""
+    """A result the codec cannot store fails its node, which keeps the content in memory."""
+    lock = threading.Lock()
 
-    async def returns_a_set(task: Any) -> set[int]:
-        return {1, 2}
+    async def returns_a_lock(task: Any) -> dict[str, Any]:
+        return {"handle": lock}
 
-    g = WorkflowGraph("g").add_node("bad", returns_a_set).add_node("after", Recorder().agent("x"))
+    g = WorkflowGraph("g").add_node("bad", returns_a_lock).add_node("after", Recorder().agent("x"))
     g.add_edge("bad", "after").add_node("fine", Recorder().agent("fine"))
     async with WorkflowExecutor(checkpointer=tmp_path / "runs.db") as ex:
         result = await ex.execute(g, input="q")
@@ -233,7 +235,9 @@ async def test_a_non_json_result_fails_its_node_naming_it(tmp_path: Path) -> Non
     bad = result.results["bad"]
     assert bad["status"] == "failed"
     assert bad["error"] is not None
-    assert bad["error"].startswith("ResultNotSerializable: the result of node 'bad'")
+    assert bad["error"].startswith("ResultNotSerializable: cannot store the result of node 'bad'")
+    assert "result['content']['handle']" in bad["error"]
+    assert bad["content"] == {"handle": lock}  # the work is not lost
     assert result.results["after"]["status"] == "skipped"
     assert result.results["fine"]["status"] == "success"
     assert (stored["bad"]["status"], stored["bad"]["content"]) == ("failed", None)
@@ -243,7 +247,7 @@ async def test_a_non_json_input_is_refused_before_anything_runs(tmp_path: Path) 
     """Durable runs store their input, so it must be JSON; nothing runs otherwise."""
     rec = Recorder()
     async with WorkflowExecutor(checkpointer=tmp_path / "runs.db") as ex:
-        with pytest.raises(ResultNotSerializable, match="input of workflow"):
+        with pytest.raises(ResultNotSerializable, match="the run's input"):
             await ex.execute(pipeline(rec), input=object())
     assert rec.calls == []
 
@@ -840,7 +844,8 @@ async def test_a_deeply_nested_result_fails_its_node_naming_it(tmp_path: Path) -
         stored = await ex.checkpointer.node_results(result.workflow_id)  # type: ignore[union-attr]
     error = result.results["deep"]["error"]
     assert error is not None
-    assert error.startswith("ResultNotSerializable: the result of node 'deep' is nested too")
+    assert error.startswith("ResultNotSerializable: cannot store the result of node 'deep'")
+    assert "nested more than 200 levels deep" in error
     assert result.results["fine"]["status"] == "success"
     assert (stored["deep"]["status"], stored["deep"]["content"]) == ("failed", None)
 
@@ -851,9 +856,7 @@ async def test_a_deeply_nested_input_is_refused_before_anything_is_written(
     """An input nested 1,000 levels: ResultNotSerializable for the input; no run recorded."""
     rec = Recorder()
     async with WorkflowExecutor(checkpointer=tmp_path / "runs.db") as ex:
-        with pytest.raises(
-            ResultNotSerializable, match=r"the input of workflow .* nested"
-        ) as caught:
+        with pytest.raises(ResultNotSerializable, match=r"the run's input.* nested") as caught:
             await ex.execute(pipeline(rec), input=nested(1000))
         assert await ex.checkpointer.list_runs() == []  # type: ignore[union-attr]
     assert caught.value.node is None

@@ -49,7 +49,7 @@ import secrets
 import socket
 import sqlite3
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -73,15 +73,16 @@ from heddle.core.errors import (
     ConfigurationError,
     LeaseLostError,
     ResultNotRestorable,
-    ResultNotSerializable,
     RunInProgressError,
     RunNotFoundError,
 )
 from heddle.core.paths import heddle_home
+from heddle.workflows import codec
 from heddle.workflows.context import NodeResult, NodeStatus
 
 __all__ = [
     "DEFAULT_LEASE",
+    "DEFAULT_MAX_VALUE_BYTES",
     "SCHEMA_VERSION",
     "Checkpointer",
     "RunLease",
@@ -99,6 +100,9 @@ RunStatus = Literal["running", "succeeded", "failed", "cancelled"]
 
 RunState = Literal["running", "interrupted", "succeeded", "failed", "cancelled"]
 """A run's status as seen now: a ``"running"`` run whose owner is gone is ``"interrupted"``."""
+
+DEFAULT_MAX_VALUE_BYTES = 16 * 1024 * 1024
+"""The default limit of one stored result or input, in bytes of its stored text."""
 
 DEFAULT_LEASE = 30.0
 """Seconds a run's owner holds it without renewing; it renews every third of that."""
@@ -232,7 +236,8 @@ class Checkpointer(Protocol):
         """Record a new run, owned by ``record.lease``; CheckpointError if its id exists.
 
         Raises :class:`ResultNotSerializable` (``node`` None) when the input
-        cannot be stored, before anything is written.
+        cannot be stored and :class:`ResultTooLarge` when it is over the size
+        limit, before anything is written.
         """
 
     async def claim_run(self, workflow_id: str, lease: RunLease) -> RunRecord:
@@ -263,7 +268,8 @@ class Checkpointer(Protocol):
         """Record a node's final result; with ``wait``, return once it is durable.
 
         Raises :class:`ResultNotSerializable` (naming the node) when the
-        result cannot be stored, before anything is written. Fenced by
+        result cannot be stored, and :class:`ResultTooLarge` when it is over
+        the size limit, before anything is written. Fenced by
         ``owner``: a waited save that is fenced out raises
         :class:`LeaseLostError` (naming the run's current owner, if any); a
         save that is not waited for is dropped.
@@ -292,18 +298,26 @@ class Checkpointer(Protocol):
         longer holds the run (nothing is written).
         """
 
-    async def get_run(self, workflow_id: str) -> RunRecord | None:
+    async def get_run(
+        self, workflow_id: str, *, input_types: Iterable[type] = ()
+    ) -> RunRecord | None:
         """The run with its input; None if unknown.
 
-        An unreadable input raises :class:`ResultNotRestorable` (``node``
-        None), any other unreadable column :class:`CheckpointError`.
+        ``input_types`` are the user classes (Enums, dataclasses, pydantic
+        models) the input may hold, as the code names them (see
+        :mod:`heddle.workflows.codec`). An unreadable input raises
+        :class:`ResultNotRestorable` (``node`` None), any other unreadable
+        column :class:`CheckpointError`.
         """
 
-    async def node_results(self, workflow_id: str) -> dict[str, NodeResult]:
+    async def node_results(
+        self, workflow_id: str, *, types: Mapping[str, Iterable[type]] | None = None
+    ) -> dict[str, NodeResult]:
         """The run's recorded results, in the order they were recorded.
 
-        One that cannot be read back raises :class:`ResultNotRestorable`
-        naming the run and the node.
+        ``types`` maps a node to the user classes its content may hold, as
+        the code names them. One that cannot be read back raises
+        :class:`ResultNotRestorable` naming the run and the node.
         """
 
     async def events(self, workflow_id: str) -> list[dict[str, Any]]:
@@ -344,12 +358,21 @@ class SQLiteCheckpointer(ThreadConfined):
     ``timeout`` is how long it waits for a lock another process holds; past
     a second it logs a warning on the ``heddle.checkpoint`` logger.
 
+    Results and inputs are stored through :mod:`heddle.workflows.codec`:
+    JSON, plus a tagged form that gives back tuples, sets, datetimes, UUIDs,
+    Decimals, bytes, Enums, dataclasses and pydantic models as they were
+    (never pickle). ``max_value_bytes`` (16 MiB) bounds one stored result or
+    input: a bigger one is refused with :class:`ResultTooLarge` before it is
+    stored (a result: its node fails; an input: before anything runs).
+
     The file's schema is versioned (:data:`SCHEMA_VERSION`): opening brings an
     older one up to date, once, and refuses a newer one. With
     ``readonly=True`` it never writes the file, nor creates or upgrades it
     (for inspecting runs): a file without heddle's tables reads as having no
-    runs, a missing file is a :class:`CheckpointError`, and every write
-    raises :class:`CheckpointError`.
+    runs, a missing file is a :class:`CheckpointError`, every write raises
+    :class:`CheckpointError`, and a value holding a class this process
+    cannot name is given back in its stored (tagged JSON) form instead of
+    raising :class:`ResultNotRestorable`.
 
     Usable from several event loops one after another; all SQLite work runs on
     one dedicated thread, so the event loop never blocks on disk.
@@ -364,8 +387,18 @@ class SQLiteCheckpointer(ThreadConfined):
         timeout: float = 30.0,
         lease: float = DEFAULT_LEASE,
         readonly: bool = False,
+        max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
     ) -> None:
         synchronous = check_synchronous(synchronous)
+        if (
+            isinstance(max_value_bytes, bool)
+            or not isinstance(max_value_bytes, int)
+            or max_value_bytes < 1
+        ):
+            raise ConfigurationError(
+                f"max_value_bytes must be an int >= 1, got {max_value_bytes!r}",
+                parameter="max_value_bytes",
+            )
         if (
             isinstance(max_events_per_run, bool)
             or not isinstance(max_events_per_run, int)
@@ -388,6 +421,7 @@ class SQLiteCheckpointer(ThreadConfined):
         self.synchronous = synchronous
         self.max_events_per_run = max_events_per_run
         self.readonly = bool(readonly)
+        self.max_value_bytes = max_value_bytes
         self._timeout = float(timeout)
         self._conn: sqlite3.Connection | None = None
         self._has_tables = False  # read-only: whether heddle's tables exist yet
@@ -669,7 +703,7 @@ class SQLiteCheckpointer(ThreadConfined):
 
     async def create_run(self, record: RunRecord) -> None:
         wid, lease = record.workflow_id, record.lease
-        input_text = _encode(record.input, node=None, workflow_id=wid)
+        input_text = _encode(record.input, node=None, max_bytes=self.max_value_bytes)
         row = (
             wid,
             record.graph_name,
@@ -768,7 +802,7 @@ class SQLiteCheckpointer(ThreadConfined):
         owner: str | None = None,
     ) -> None:
         stored = {k: v for k, v in result.items() if k != "resumed"}
-        text = _encode(stored, node=node, workflow_id=workflow_id)
+        text = _encode(stored, node=node, max_bytes=self.max_value_bytes)
         status = result["status"]
 
         def insert(conn: sqlite3.Connection) -> None:
@@ -825,11 +859,15 @@ class SQLiteCheckpointer(ThreadConfined):
 
         await self._write(update, f"the end of run {workflow_id!r}")
 
-    async def get_run(self, workflow_id: str) -> RunRecord | None:
+    async def get_run(
+        self, workflow_id: str, *, input_types: Iterable[type] = ()
+    ) -> RunRecord | None:
         rows = await self._call(
             self._read_sync, f"{_SELECT_RUN} WHERE workflow_id = ?", (workflow_id,)
         )
-        return _record(rows[0], self.path) if rows else None
+        if not rows:
+            return None
+        return _record(rows[0], self.path, input_types=input_types, lenient=self.readonly)
 
     def _list_sync(self, limit: int, status: RunState | None, graph: str | None) -> list[RunRecord]:
         where: list[str] = []
@@ -869,14 +907,22 @@ class SQLiteCheckpointer(ThreadConfined):
             )
         return await self._call(self._list_sync, limit, status, graph)
 
-    async def node_results(self, workflow_id: str) -> dict[str, NodeResult]:
+    async def node_results(
+        self, workflow_id: str, *, types: Mapping[str, Iterable[type]] | None = None
+    ) -> dict[str, NodeResult]:
         rows = await self._call(
             self._read_sync,
             "SELECT node, status, result FROM heddle_node_results WHERE workflow_id = ? "
             "ORDER BY seq",
             (workflow_id,),
         )
-        return {node: _node_result(workflow_id, node, status, text) for node, status, text in rows}
+        types = types or {}
+        return {
+            node: _node_result(
+                workflow_id, node, status, text, types.get(node, ()), lenient=self.readonly
+            )
+            for node, status, text in rows
+        }
 
     async def events(self, workflow_id: str) -> list[dict[str, Any]]:
         rows = await self._call(
@@ -1048,38 +1094,55 @@ SCHEMA_VERSION = len(_MIGRATIONS)
 # can change in one place.
 
 
-def _encode(value: Any, *, node: str | None, workflow_id: str) -> str:
-    """The stored text of ``node``'s result (None: the run's input); ResultNotSerializable."""
-    if node is None:
-        subject = f"the input of workflow {workflow_id!r}"
-    else:
-        subject = f"the result of node {node!r}"
-    try:
-        return json.dumps(value)
-    except RecursionError:
-        raise ResultNotSerializable(
-            f"{subject} is nested too deeply to store as JSON; durable runs store it to "
-            "resume the run: flatten it",
-            node=node,
-        ) from None
-    except (TypeError, ValueError) as exc:
-        raise ResultNotSerializable(
-            f"{subject} is not JSON-serialisable ({exc}); durable runs store it to resume the "
-            "run: use str, numbers, bools, None, lists or dicts",
-            node=node,
-        ) from exc
+# The user classes (Enums, dataclasses, pydantic models) this process has stored. Its own
+# code made them, so reading them back may rebuild them: the type to restore always comes
+# from the code (this set, or the classes the caller names), never from the database.
+_STORED_CLASSES: set[type] = set()
 
 
-def _decode(text: Any, *, node: str | None, workflow_id: str) -> Any:
-    """The value stored as ``text`` for ``node`` (None: the input); ResultNotRestorable."""
-    try:
-        return json.loads(text)
-    except (TypeError, ValueError, RecursionError) as exc:
+def _encode(value: Any, *, node: str | None, max_bytes: int) -> str:
+    """The stored text of ``node``'s result (None: the run's input).
+
+    Raises ResultNotSerializable or ResultTooLarge, naming the node.
+    """
+    seen: set[type] = set()
+    text = codec.encode(value, node=node, max_bytes=max_bytes, seen=seen)
+    if seen:
+        _STORED_CLASSES.update(seen)
+    return text
+
+
+def _decode(
+    text: Any,
+    *,
+    node: str | None,
+    workflow_id: str,
+    types: Iterable[type] = (),
+    lenient: bool = False,
+) -> Any:
+    """The value stored as ``text`` for ``node`` (None: the input); ResultNotRestorable.
+
+    ``lenient`` (for inspecting runs): a value holding a class this process
+    cannot name comes back in its stored form, tags and all.
+    """
+    if not isinstance(text, str):
         raise ResultNotRestorable(
-            f"cannot read back {_recorded(node, workflow_id)}: it is not valid JSON ({exc})",
+            f"cannot read back {_recorded(node, workflow_id)}: it is stored as "
+            f"{type(text).__name__}, not text",
             workflow_id=workflow_id,
             node=node,
-        ) from exc
+        )
+    candidates = [*types, *_STORED_CLASSES]
+    try:
+        return codec.decode(text, types=candidates, node=node, workflow_id=workflow_id)
+    except ResultNotRestorable:
+        if not lenient:
+            raise
+        try:
+            return json.loads(text)
+        except (ValueError, RecursionError):
+            pass
+        raise
 
 
 def _recorded(node: str | None, workflow_id: str) -> str:
@@ -1092,9 +1155,17 @@ _RUN_STATUSES: tuple[str, ...] = get_args(RunStatus)
 _RUN_STATES: tuple[str, ...] = get_args(RunState)
 
 
-def _node_result(workflow_id: str, node: str, status: Any, text: Any) -> NodeResult:
+def _node_result(
+    workflow_id: str,
+    node: str,
+    status: Any,
+    text: Any,
+    types: Iterable[type] = (),
+    *,
+    lenient: bool = False,
+) -> NodeResult:
     """A recorded result, checked: ResultNotRestorable rather than a node taken for not run."""
-    result = _decode(text, node=node, workflow_id=workflow_id)
+    result = _decode(text, node=node, workflow_id=workflow_id, types=types, lenient=lenient)
     problem = _result_problem(result, status)
     if problem:
         raise ResultNotRestorable(
@@ -1188,7 +1259,13 @@ class _Row:
         return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
-def _record(row: tuple[Any, ...], path: Path) -> RunRecord:
+def _record(
+    row: tuple[Any, ...],
+    path: Path,
+    *,
+    input_types: Iterable[type] = (),
+    lenient: bool = False,
+) -> RunRecord:
     (wid, graph, fingerprint, input_text, nodes_text, status, started, finished) = row[:8]
     owner, site, lease_until, done = row[8:]
     read = _Row(wid, path)
@@ -1207,7 +1284,9 @@ def _record(row: tuple[Any, ...], path: Path) -> RunRecord:
         workflow_id=wid,
         graph_name=read.text("graph_name", graph),
         fingerprint=read.text("fingerprint", fingerprint),
-        input=None if input_text is None else _decode(input_text, node=None, workflow_id=wid),
+        input=None
+        if input_text is None
+        else _decode(input_text, node=None, workflow_id=wid, types=input_types, lenient=lenient),
         nodes=tuple(nodes),
         status=status,
         started_at=read.moment("started_at", started),

@@ -81,7 +81,7 @@ from zoneinfo import ZoneInfo
 
 from heddle.core.errors import ResultNotRestorable, ResultNotSerializable, ResultTooLarge
 
-__all__ = ["annotation_types", "decode", "encode"]
+__all__ = ["annotation_types", "decode", "encode", "task_types"]
 
 _TAG = "__heddle__"
 _TAG_IN_TEXT = f'"{_TAG}"'  # how the tag key appears in the text we write (ensure_ascii)
@@ -574,19 +574,51 @@ def annotation_types(fn: Callable[..., Any]) -> tuple[type, ...]:
     >>> [cls.__name__ for cls in annotation_types(agent)]
     ['Line']
     """
+    _, hints, namespace = _hints(fn)
+    found: dict[type, None] = {}
+    _collect(hints.get("return"), namespace, found)
+    return tuple(found)
+
+
+def task_types(fn: Callable[..., Any]) -> tuple[type, ...]:
+    """The user classes named by the annotation of ``fn``'s first parameter (its task).
+
+    What :func:`decode` may need to read back a run's input that went, as the
+    task, to an agent ``fn``; found as :func:`annotation_types` finds them.
+
+    >>> from enum import Enum
+    >>> class Mode(Enum):
+    ...     FAST = "fast"
+    >>> def agent(task: Mode, **kwargs: object) -> str: ...
+    >>> [cls.__name__ for cls in task_types(agent)]
+    ['Mode']
+    """
+    target, hints, namespace = _hints(fn)
+    found: dict[type, None] = {}
+    try:
+        parameters = list(inspect.signature(target).parameters.values())
+    except (TypeError, ValueError):
+        return ()
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    first = next((p for p in parameters if p.kind in positional and p.name != "self"), None)
+    if first is not None:
+        _collect(hints.get(first.name), namespace, found)
+    return tuple(found)
+
+
+def _hints(fn: Callable[..., Any]) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+    """The function behind ``fn``, its resolved annotations and its globals."""
     target: Any = fn
     while isinstance(target, functools.partial):
         target = target.func
     if not (inspect.isroutine(target) or isinstance(target, type)) and callable(target):
-        target = type(target).__call__  # a callable object: its __call__ says what it returns
-    found: dict[type, None] = {}
+        target = type(target).__call__  # a callable object: its __call__ is what runs
     namespace = getattr(inspect.unwrap(target), "__globals__", {})
     try:
         hints = typing.get_type_hints(target, include_extras=True)
     except Exception:  # an unresolvable name: fall back on the raw annotation
         hints = dict(getattr(target, "__annotations__", None) or {})
-    _collect(hints.get("return"), namespace, found)
-    return tuple(found)
+    return target, hints, namespace
 
 
 def _collect(tp: Any, namespace: dict[str, Any], found: dict[type, None]) -> None:

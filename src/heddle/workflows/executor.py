@@ -55,6 +55,7 @@ from heddle.workflows._lease import LeaseKeeper
 from heddle.workflows._run import Run, error_text
 from heddle.workflows.breakers import CircuitBreakers, LocalCircuitBreakers
 from heddle.workflows.checkpoint import Checkpointer, RunLease, RunRecord, SQLiteCheckpointer
+from heddle.workflows.codec import annotation_types, task_types
 from heddle.workflows.context import ExecutionContext, NodeResult, NodeStatus
 from heddle.workflows.graph import WorkflowGraph
 from heddle.workflows.resilience import CircuitBreaker, RetryPolicy
@@ -329,22 +330,33 @@ class WorkflowExecutor(AsyncResource):
         if not isinstance(graph, WorkflowGraph):
             raise TypeError(f"resume() needs a WorkflowGraph, got {type(graph).__name__}")
         plan = graph.plan()
-        record = await checkpointer.get_run(workflow_id)
+        # The classes to read results and the input back as come from the code: each
+        # agent's return annotation, and the task annotations of the agents given the input.
+        input_types = [
+            cls
+            for i, node in enumerate(plan.nodes)
+            if not plan.predecessors[i]
+            for cls in task_types(node.spec.call)
+        ]
+        record = await checkpointer.get_run(workflow_id, input_types=input_types)
         if record is None:
             raise RunNotFoundError(workflow_id, str(_where(checkpointer)))
         fingerprint = graph.fingerprint()
         if fingerprint != record.fingerprint and not force:
             raise GraphMismatchError(workflow_id, record.fingerprint, fingerprint)
         context = ExecutionContext(workflow_id, record.graph_name, record.input)
+        types = {node.name: annotation_types(node.spec.call) for node in plan.nodes}
         if record.status == "succeeded" and fingerprint == record.fingerprint:
-            run = Run(self, plan, context, await checkpointer.node_results(workflow_id))
+            run = Run(
+                self, plan, context, await checkpointer.node_results(workflow_id, types=types)
+            )
             await run.go()  # replays every node; nothing is left to run
             return self._result(run, record.graph_name, record.started_at, record.finished_at)
         lease = RunLease.take(checkpointer.lease)
         try:
             await checkpointer.claim_run(workflow_id, lease)
             # Read after the claim: everything the previous owner recorded is in.
-            recorded = await checkpointer.node_results(workflow_id)
+            recorded = await checkpointer.node_results(workflow_id, types=types)
         except BaseException as exc:
             await self._give_up(workflow_id, lease, exc)
             raise
