@@ -61,8 +61,11 @@ class LeaseKeeper:
             self.lease = lease
             self.fresh_until = max(self.fresh_until, sent + self.seconds)
             return True
-        record = await self.checkpointer.get_run(self.workflow_id)
         self.lost = True
+        try:  # only to say who took it: the run (and its input) may be unreadable
+            record = await self.checkpointer.get_run(self.workflow_id)
+        except Exception:
+            return False
         if record is not None and record.lease is not None:
             self.lost_to = record.lease.owner
         return False
