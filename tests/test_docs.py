@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -29,7 +31,13 @@ def is_subsequence(expected: list[str], lines: list[str]) -> bool:
 @pytest.mark.parametrize(("where", "code"), examples(), ids=[w for w, _ in examples()])
 def test_doc_example_runs(where: str, code: str, capsys: pytest.CaptureFixture[str]) -> None:
     """The example runs; each 'print(...)  # text' line's text is printed, in that order."""
-    exec(compile(code, where, "exec"), {"__name__": "__doc_example__"})
+    # A real module, as a script would have: dataclasses and pickling look it up.
+    module = types.ModuleType("__doc_example__")
+    sys.modules[module.__name__] = module
+    try:
+        exec(compile(code, where, "exec"), module.__dict__)
+    finally:
+        del sys.modules[module.__name__]
     out = capsys.readouterr().out.splitlines()
     expected = [m.group(1).strip() for line in code.splitlines() if (m := PRINT.match(line))]
     assert is_subsequence(expected, out), f"expected {expected} in order within {out}"
