@@ -566,11 +566,11 @@ class Run:
         name = self.plan.names[i]
         await self.context.set_result(name, result)  # in memory: never suspends
         self._settle(i, result)
-        doomed: list[int] = []
-        reason = f"upstream node {name!r} failed"
-        if result["status"] == "success":
+        succeeded = result["status"] == "success"
+        if succeeded:
             self._release_successors(i)
         else:
+            reason = f"upstream node {name!r} failed"
             doomed = await self._doom_descendants(i, reason)
         self._check_done()
         await self.context.add_message(
@@ -584,8 +584,11 @@ class Run:
         )
         if self.observe:
             await self._emit_end(i, result)
-        await self._announce_skips(doomed, reason)
-        if result["status"] != "success" and self.executor.fail_fast:
+        if succeeded:
+            return
+        if doomed:
+            await self._announce_skips(doomed, reason)
+        if self.executor.fail_fast:
             self.fail_fast_node = name
             raise _Stop
 
@@ -680,8 +683,6 @@ class Run:
 
     async def _announce_skips(self, doomed: list[int], reason: str) -> None:
         """Record and publish skips already settled by :meth:`_skip`."""
-        if not doomed:
-            return
         wid, names, checkpointer = self.context.workflow_id, self.plan.names, self.checkpointer
         for j in doomed:
             if checkpointer is not None:
