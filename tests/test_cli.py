@@ -326,6 +326,47 @@ def test_failed_run_is_listed_shown_and_resumed(files: Path) -> None:
     assert "resume it" not in after.stdout
 
 
+TYPED = """
+import dataclasses
+from datetime import date
+from pathlib import Path
+from heddle import RetryPolicy, WorkflowGraph
+
+@dataclasses.dataclass(frozen=True)
+class Note:
+    text: str
+    day: date
+    span: tuple[int, int]
+
+async def fetch(task) -> Note:
+    return Note(f"notes on {task}", date(2026, 12, 1), (1, 2))
+
+async def publish(note: Note) -> str:
+    if not Path("marker").exists():
+        raise RuntimeError("publisher down")
+    return f"{type(note).__name__} {note.day.isoformat()} {type(note.span).__name__}"
+
+typed = WorkflowGraph("typed").add_node("fetch", fetch)
+typed.add_node("publish", publish, retry=RetryPolicy(max_attempts=1)).add_edge("fetch", "publish")
+"""
+
+
+def test_a_run_whose_results_are_objects_is_resumed_by_another_process(tmp_path: Path) -> None:
+    """heddle resume in a new process gives agents back the dataclass, date and tuple."""
+    (tmp_path / "typed.py").write_text(TYPED, encoding="utf-8")
+    first = heddle("run", "typed.py", "--input", "tides", "--workflow-id", "t-1", cwd=tmp_path)
+    assert first.returncode == 1, first.stderr
+    (tmp_path / "marker").touch()
+    resumed = heddle("resume", "t-1", "typed.py", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "Resuming t-1 (graph 'typed', failed): 1 of 2 nodes recorded done" in resumed.stdout
+    assert "Note 2026-12-01 tuple" in resumed.stdout
+    shown = heddle("show", "t-1", "--json", cwd=tmp_path)  # no class needed to inspect
+    assert shown.returncode == 0, shown.stderr
+    fetch = json.loads(shown.stdout)["nodes"][0]
+    assert fetch["content"]["__heddle__"] == "dataclass"
+
+
 @pytest.mark.slow
 def test_demo_finishes_in_a_pipe_and_remembers_between_runs(files: Path) -> None:
     """heddle demo succeeds with a retry in well under 10 s; a second run recalls from memory."""

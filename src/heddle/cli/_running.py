@@ -38,6 +38,7 @@ from heddle.cli._render import (
 from heddle.core.errors import GraphMismatchError, RunNotFoundError
 from heddle.messaging.message_bus import MessageBus
 from heddle.workflows.checkpoint import RunRecord, SQLiteCheckpointer, default_database_path
+from heddle.workflows.codec import recorded_types
 from heddle.workflows.context import NodeResult
 from heddle.workflows.executor import WorkflowExecutor, WorkflowResult
 from heddle.workflows.graph import WorkflowGraph
@@ -151,7 +152,8 @@ async def _follow(
     """Execute (or resume) ``graph`` durably while a RunProgress shows its events."""
     path = db_path(db)
     async with SQLiteCheckpointer(path) as checkpointer, MessageBus(max_history=0) as bus:
-        record = await checkpointer.get_run(workflow_id)
+        types = recorded_types(graph)  # the classes to read the run's values back as
+        record = await checkpointer.get_run(workflow_id, input_types=types.input)
         done: list[str] = []
         if resume:
             if record is None:
@@ -159,7 +161,7 @@ async def _follow(
             fingerprint = graph.fingerprint()
             if fingerprint != record.fingerprint and not force:
                 raise GraphMismatchError(workflow_id, record.fingerprint, fingerprint)
-            recorded = await checkpointer.node_results(workflow_id)
+            recorded = await checkpointer.node_results(workflow_id, types=types.nodes)
             done = [n for n, r in recorded.items() if r.get("status") == "success" and n in graph]
             _resume_header(console, record, graph, len(done))
         elif record is not None:

@@ -76,12 +76,15 @@ import uuid
 from collections.abc import Callable, Iterable
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
+
+if TYPE_CHECKING:
+    from heddle.workflows.graph import WorkflowGraph
 
 from heddle.core.errors import ResultNotRestorable, ResultNotSerializable, ResultTooLarge
 
-__all__ = ["annotation_types", "decode", "encode", "task_types"]
+__all__ = ["RecordedTypes", "annotation_types", "decode", "encode", "recorded_types", "task_types"]
 
 _TAG = "__heddle__"
 _TAG_IN_TEXT = f'"{_TAG}"'  # how the tag key appears in the text we write (ensure_ascii)
@@ -689,3 +692,27 @@ def _field_types(cls: type, kind: str) -> list[Any]:
             for klass in reversed(cls.__mro__)
             for annotation in getattr(klass, "__annotations__", {}).values()
         ]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RecordedTypes:
+    """The user classes a graph's recorded values may hold, as its code names them.
+
+    ``nodes`` maps each node to the classes of its agent's return annotation;
+    ``input`` holds those of the task annotations of the agents that receive
+    the run's input (the nodes without predecessors).
+    """
+
+    nodes: dict[str, tuple[type, ...]]
+    input: tuple[type, ...]
+
+
+def recorded_types(graph: WorkflowGraph) -> RecordedTypes:
+    """What :func:`decode` may need to read back ``graph``'s recorded results and input."""
+    plan = graph.plan()
+    nodes = {node.name: annotation_types(node.spec.call) for node in plan.nodes}
+    found: dict[type, None] = {}
+    for i, node in enumerate(plan.nodes):
+        if not plan.predecessors[i]:
+            found.update(dict.fromkeys(task_types(node.spec.call)))
+    return RecordedTypes(nodes, tuple(found))

@@ -55,7 +55,7 @@ from heddle.workflows._lease import LeaseKeeper
 from heddle.workflows._run import Run, error_text
 from heddle.workflows.breakers import CircuitBreakers, LocalCircuitBreakers
 from heddle.workflows.checkpoint import Checkpointer, RunLease, RunRecord, SQLiteCheckpointer
-from heddle.workflows.codec import annotation_types, task_types
+from heddle.workflows.codec import recorded_types
 from heddle.workflows.context import ExecutionContext, NodeResult, NodeStatus
 from heddle.workflows.graph import WorkflowGraph
 from heddle.workflows.resilience import CircuitBreaker, RetryPolicy
@@ -332,23 +332,17 @@ class WorkflowExecutor(AsyncResource):
         plan = graph.plan()
         # The classes to read results and the input back as come from the code: each
         # agent's return annotation, and the task annotations of the agents given the input.
-        input_types = [
-            cls
-            for i, node in enumerate(plan.nodes)
-            if not plan.predecessors[i]
-            for cls in task_types(node.spec.call)
-        ]
-        record = await checkpointer.get_run(workflow_id, input_types=input_types)
+        types = recorded_types(graph)
+        record = await checkpointer.get_run(workflow_id, input_types=types.input)
         if record is None:
             raise RunNotFoundError(workflow_id, str(_where(checkpointer)))
         fingerprint = graph.fingerprint()
         if fingerprint != record.fingerprint and not force:
             raise GraphMismatchError(workflow_id, record.fingerprint, fingerprint)
         context = ExecutionContext(workflow_id, record.graph_name, record.input)
-        types = {node.name: annotation_types(node.spec.call) for node in plan.nodes}
         if record.status == "succeeded" and fingerprint == record.fingerprint:
             run = Run(
-                self, plan, context, await checkpointer.node_results(workflow_id, types=types)
+                self, plan, context, await checkpointer.node_results(workflow_id, types=types.nodes)
             )
             await run.go()  # replays every node; nothing is left to run
             return self._result(run, record.graph_name, record.started_at, record.finished_at)
@@ -356,7 +350,7 @@ class WorkflowExecutor(AsyncResource):
         try:
             await checkpointer.claim_run(workflow_id, lease)
             # Read after the claim: everything the previous owner recorded is in.
-            recorded = await checkpointer.node_results(workflow_id, types=types)
+            recorded = await checkpointer.node_results(workflow_id, types=types.nodes)
         except BaseException as exc:
             await self._give_up(workflow_id, lease, exc)
             raise
