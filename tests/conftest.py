@@ -8,6 +8,7 @@ does), so CI never passes by skipping them.
 from __future__ import annotations
 
 import os
+import socket
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -66,6 +67,21 @@ def redis_namespace(redis_server: str) -> Iterator[str]:
         doomed = list(r.scan_iter(match=f"{name}*", count=1000))
         if doomed:
             r.unlink(*doomed)
+
+
+@pytest.fixture
+def black_hole() -> Iterator[str]:
+    """A Redis URL whose server takes connections and never answers, as a hung Redis does."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:  # never accept()ed
+        yield f"redis://127.0.0.1:{listener.getsockname()[1]}/0"
+
+
+@pytest.fixture
+def dead_redis() -> str:
+    """A Redis URL where nothing listens, as during an outage."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+    return f"redis://127.0.0.1:{port}/0"
 
 
 @pytest.fixture(autouse=True, name="heddle_home")

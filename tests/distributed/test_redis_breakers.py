@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 import textwrap
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -39,13 +38,6 @@ SRC = Path(__file__).resolve().parents[2] / "src"
 def namespace(redis_namespace: str) -> str:
     """A fresh namespace on the test Redis, deleted after the test."""
     return redis_namespace
-
-
-@pytest.fixture
-def black_hole() -> Iterator[str]:
-    """A Redis URL whose server takes connections and never answers, as a hung Redis does."""
-    with socket.create_server(("127.0.0.1", 0)) as listener:  # never accept()ed
-        yield f"redis://127.0.0.1:{listener.getsockname()[1]}/0"
 
 
 @pytest.fixture

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 import textwrap
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -66,13 +65,6 @@ def python(code: str, *args: str, **kwargs: object) -> subprocess.Popen[str]:
     return subprocess.Popen(  # type: ignore[call-overload, no-any-return]
         [sys.executable, "-c", code, *args], text=True, env=env, **kwargs
     )
-
-
-@pytest.fixture
-def black_hole() -> Iterator[str]:
-    """A Redis URL whose server takes connections and never answers, as a hung Redis does."""
-    with socket.create_server(("127.0.0.1", 0)) as listener:  # never accept()ed
-        yield f"redis://127.0.0.1:{listener.getsockname()[1]}/0"
 
 
 @pytest.fixture

@@ -11,12 +11,11 @@ import asyncio
 import json
 import logging
 import os
-import socket
 import subprocess
 import sys
 import textwrap
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -51,13 +50,6 @@ async def other(channel: str) -> AsyncIterator[RedisMessageBus]:
     """A second bus on the same channel: another process, as far as the buses can tell."""
     async with RedisMessageBus(REDIS_URL, channel=channel) as made:
         yield made
-
-
-@pytest.fixture
-def black_hole() -> Iterator[str]:
-    """A Redis URL whose server takes connections and never answers, as a hung Redis does."""
-    with socket.create_server(("127.0.0.1", 0)) as listener:  # never accept()ed
-        yield f"redis://127.0.0.1:{listener.getsockname()[1]}/0"
 
 
 def python(code: str, *args: str, **kwargs: Any) -> subprocess.Popen[str]:

@@ -285,3 +285,54 @@ async def test_log_records_carry_structured_fields(caplog: pytest.LogCaptureFixt
     assert failure.agent == "test_log_records_carry_structured_fields.<locals>.bad"  # type: ignore[attr-defined]
     assert failure.attempt == 1  # type: ignore[attr-defined]
     assert failure.error_type == "ValueError"  # type: ignore[attr-defined]
+
+
+# --- Redis backends that hang or are down, under a real executor -------------------------
+
+
+@pytest.mark.parametrize("backend", ["black_hole", "dead_redis"])
+async def test_a_run_over_redis_breakers_that_hang_or_are_down_ends_with_failed_nodes(
+    backend: str, request: pytest.FixtureRequest
+) -> None:
+    """Every attempt fails with the backend's error and is retried; execute() returns."""
+    pytest.importorskip("redis")
+    from heddle.distributed import RedisCircuitBreakers
+
+    url = request.getfixturevalue(backend)
+    calls = 0
+
+    async def agent(task: Any) -> str:
+        nonlocal calls
+        calls += 1
+        return "never"
+
+    breakers = RedisCircuitBreakers(url, operation_timeout=0.2)
+    g = WorkflowGraph("g").add_node("a", agent).add_node("b", echo).add_edge("a", "b")
+    ex = WorkflowExecutor(
+        retry=RetryPolicy(max_attempts=2, initial_delay=0), circuit_breakers=breakers
+    )
+    async with asyncio.timeout(20):  # a hung backend must not hang the run
+        result = await ex.execute(g)
+    failed = result.results["a"]
+    assert failed["status"] == "failed" and failed["attempts"] == 2
+    expected = BackendTimeout if backend == "black_hole" else BackendError
+    assert failed["error_type"] == f"heddle.core.errors.{expected.__name__}"
+    assert result.results["b"]["status"] == "skipped"
+    assert calls == 0
+
+
+async def test_a_run_publishing_on_a_hung_redis_bus_finishes_and_counts_lost_events(
+    black_hole: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A bus whose publish hangs delays nothing past its deadline; the run succeeds."""
+    pytest.importorskip("redis")
+    from heddle.messaging import RedisMessageBus
+
+    bus = RedisMessageBus(black_hole, operation_timeout=0.1)
+    g = WorkflowGraph("g").add_node("a", echo)
+    with caplog.at_level(logging.WARNING, logger="heddle.executor"):
+        async with asyncio.timeout(20):
+            result = await WorkflowExecutor(bus=bus).execute(g, "x")
+    assert result.ok
+    (warning,) = [r for r in caplog.records if "could not publish" in r.getMessage()]
+    assert "BackendTimeout" in warning.getMessage()
