@@ -187,7 +187,9 @@ class Run:
                 self.context.workflow_id, event.to_dict(), owner=self.owner
             )
 
-    async def emit_finished(self, graph: str, status: str, started_at: datetime) -> None:
+    async def emit_finished(
+        self, graph: str, status: str, started_at: datetime, **more: Any
+    ) -> None:
         counts = {"success": 0, "failed": 0, "skipped": 0}
         for result in self.context.results.values():
             counts[result["status"]] += 1
@@ -199,6 +201,7 @@ class Run:
             succeeded=counts["success"],
             failed=counts["failed"],
             skipped=counts["skipped"],
+            **more,
         )
 
     async def _circuit_changed(self, state: CircuitState | None, node: Node) -> None:

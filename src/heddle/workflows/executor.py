@@ -49,10 +49,10 @@ from heddle.core.errors import (
     LeaseLostError,
     RunNotFoundError,
 )
-from heddle.messaging.events import Event, EventType
+from heddle.messaging.events import EventType
 from heddle.messaging.message_bus import MessageBus
 from heddle.workflows._lease import LeaseKeeper
-from heddle.workflows._run import Run, error_text
+from heddle.workflows._run import Run, error_text, error_type
 from heddle.workflows.breakers import CircuitBreakers, LocalCircuitBreakers
 from heddle.workflows.checkpoint import Checkpointer, RunLease, RunRecord, SQLiteCheckpointer
 from heddle.workflows.codec import recorded_types
@@ -436,10 +436,18 @@ class WorkflowExecutor(AsyncResource):
                 await self._give_up(wid, keeper.lease, asyncio.CancelledError())
             raise
         result = self._result(run, graph_name, started_at, None)
-        if run.observe:
-            await run.emit_finished(graph_name, result.status, started_at)
-        if self.checkpointer is not None:
-            await self.checkpointer.finish_run(wid, result.status, result.finished_at, owner=owner)
+        try:
+            if run.observe:
+                await run.emit_finished(graph_name, result.status, started_at)
+            if self.checkpointer is not None:
+                await self.checkpointer.finish_run(
+                    wid, result.status, result.finished_at, owner=owner
+                )
+        except LeaseLostError:
+            raise
+        except Exception as exc:  # every node is recorded: a resume finishes at once
+            await self._interrupted(run, graph_name, started_at, keeper, exc)
+            raise
         return result
 
     async def _interrupted(
@@ -456,22 +464,13 @@ class WorkflowExecutor(AsyncResource):
             "workflow %r interrupted: %s; resume it once the cause is fixed",
             wid,
             error_text(error),
-            extra={"workflow_id": wid, "error_type": type(error).__name__},
+            extra={"workflow_id": wid, "error_type": error_type(error)},
         )
-        if self.bus is not None:
+        if run.observe:  # the bus may still take it; the failed store will not
             with contextlib.suppress(Exception):
-                event = Event(
-                    EventType.WORKFLOW_FINISHED,
-                    {
-                        "graph": graph_name,
-                        "status": "interrupted",
-                        "duration": (datetime.now(UTC) - started_at).total_seconds(),
-                        "error": error_text(error),
-                    },
-                    source="executor",
-                    workflow_id=wid,
+                await run.emit_finished(
+                    graph_name, "interrupted", started_at, error=error_text(error)
                 )
-                await self.bus.publish(event)
         if keeper is not None:  # if the store is down, the lease simply runs out
             await self._give_up(wid, keeper.lease, error)
 
