@@ -37,3 +37,14 @@ def test_benchmark_runs_at_a_tiny_size_and_reports_numbers(topic: str) -> None:
     assert isinstance(report, str)
     assert "|---" in report
     assert TABLE_ROW_WITH_NUMBER.search(report), report
+
+
+@pytest.mark.slow
+def test_ab_compares_a_commit_with_this_checkout(capsys: pytest.CaptureFixture[str]) -> None:
+    """bench.ab prints one row per workload with both timings and their ratio."""
+    from bench import ab
+
+    assert ab.main(["HEAD", "--runs", "1", "chain"]) == 0
+    out = capsys.readouterr().out
+    assert "| chain |" in out
+    assert TABLE_ROW_WITH_NUMBER.search(out), out
