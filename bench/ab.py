@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown workload(s): {', '.join(unknown)}")
     with tempfile.TemporaryDirectory(prefix="heddle-ab-") as tmp:
-        tree = Path(tmp) / "tree"
+        tree = Path(tmp) / Path(tmp).name  # a unique name: git names its admin folder after it
         subprocess.run(
             ["git", "worktree", "add", "--detach", "-q", str(tree), args.rev],
             cwd=ROOT,
