@@ -369,14 +369,11 @@ def test_a_run_whose_results_are_objects_is_resumed_by_another_process(tmp_path:
 
 @pytest.mark.slow
 def test_demo_finishes_in_a_pipe_and_remembers_between_runs(files: Path) -> None:
-    """heddle demo succeeds with a retry in well under 10 s; a second run recalls from memory."""
-    started = time.monotonic()
+    """heddle demo succeeds with a retry; a second run recalls from memory."""
     first = heddle("demo", cwd=files)
-    took = time.monotonic() - started
     assert first.returncode == 0, first.stderr
     assert first.stderr == ""
     assert "\x1b" not in first.stdout
-    assert took < 10
     assert "market     attempt 1 failed: ConnectionError" in first.stdout
     assert "succeeded" in first.stdout and "6 done, 1 retry" in first.stdout
     assert "run the demo again and they answer from memory" in " ".join(first.stdout.split())
