@@ -41,13 +41,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import math
 import re
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
+from heddle.core import _checks
 from heddle.core.errors import BackendError, BackendTimeout, ConfigurationError
 
 if TYPE_CHECKING:
@@ -103,18 +103,8 @@ def check_namespace(value: object, parameter: str = "namespace") -> str:
 
 
 def check_seconds(value: object, parameter: str) -> float:
-    """A finite number of seconds > 0, as a float."""
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not math.isfinite(value)
-        or value <= 0
-    ):
-        raise ConfigurationError(
-            f"{parameter} must be a finite number of seconds > 0, got {value!r}",
-            parameter=parameter,
-        )
-    return float(value)
+    """A finite number of seconds > 0, as a float: a deadline that can pass."""
+    return _checks.check_seconds(value, parameter, exclusive=True, finite=True)
 
 
 def check_url(url: object) -> str:

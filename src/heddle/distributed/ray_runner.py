@@ -53,6 +53,7 @@ from dataclasses import dataclass
 from typing import Any, Self
 
 from heddle.agents import AgentSpec, await_if_needed
+from heddle.core._checks import check_int
 from heddle.core._resource import AsyncResource
 from heddle.core.errors import AgentNotSerializable, ConfigurationError
 
@@ -224,13 +225,8 @@ class RayRunner(AsyncResource):
                 f"address must be a string or None, got {type(address).__name__}",
                 parameter="address",
             )
-        for parameter, value in (("num_actors", num_actors), ("max_concurrency", max_concurrency)):
-            if value is None and parameter == "num_actors":
-                continue
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigurationError(
-                    f"{parameter} must be an int >= 1, got {value!r}", parameter=parameter
-                )
+        check_int(num_actors, "num_actors", minimum=1, none_ok=True)
+        check_int(max_concurrency, "max_concurrency", minimum=1)
         self._ray = _import_ray()
         self.address = address
         self.num_actors = num_actors

@@ -53,6 +53,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, NewType, cast
 
+from heddle.core._checks import check_int, check_seconds
 from heddle.core._resource import AsyncResource
 from heddle.core.errors import ConfigurationError
 from heddle.messaging.events import Event
@@ -89,20 +90,7 @@ def _check_pattern(pattern: object) -> str:
 
 def _check_timeout(value: object, parameter: str, *, zero: bool = True) -> float | None:
     """Seconds (>= 0, or > 0 unless ``zero``; ``math.inf`` allowed), or None for no limit."""
-    if value is None:
-        return None
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or math.isnan(value)
-        or value < 0
-        or (value == 0 and not zero)
-    ):
-        bound = ">= 0" if zero else "> 0"
-        raise ConfigurationError(
-            f"{parameter} must be seconds {bound} or None, got {value!r}", parameter=parameter
-        )
-    return float(value)
+    return check_seconds(value, parameter, exclusive=not zero, none_ok=True)
 
 
 def matches(pattern: str, event_type: str) -> bool:
@@ -199,16 +187,8 @@ class MessageBus(AsyncResource):
         max_pending: int = 10_000,
         delivery_timeout: float | None = 30.0,
     ) -> None:
-        for name, value, minimum in (
-            ("max_history", max_history, 0),
-            ("max_pending", max_pending, 1),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise ConfigurationError(f"{name} must be an int, got {value!r}", parameter=name)
-            if value < minimum:
-                raise ConfigurationError(
-                    f"{name} must be >= {minimum}, got {value}", parameter=name
-                )
+        check_int(max_history, "max_history", minimum=0)
+        check_int(max_pending, "max_pending", minimum=1)
         _check_timeout(delivery_timeout, "delivery_timeout", zero=False)
         self._history: deque[Event] = deque(maxlen=max_history)
         self._max_pending = max_pending
@@ -547,12 +527,7 @@ class MessageBus(AsyncResource):
         ``event_type`` filters with the same patterns as :meth:`subscribe`;
         ``limit`` keeps only the most recent ``limit`` of them.
         """
-        if limit is not None and (
-            isinstance(limit, bool) or not isinstance(limit, int) or limit < 0
-        ):
-            raise ConfigurationError(
-                f"limit must be an int >= 0 or None, got {limit!r}", parameter="limit"
-            )
+        check_int(limit, "limit", minimum=0, none_ok=True)
         if event_type is None:
             if limit is None:
                 return list(self._history)

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, get_args
 
+from heddle.core._checks import check_int, check_seconds
 from heddle.core._sqlite import (
     SchemaTooNew,
     Synchronous,
@@ -129,30 +130,10 @@ class SQLiteCheckpointer(ThreadConfined):
         max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
     ) -> None:
         synchronous = check_synchronous(synchronous)
-        if (
-            isinstance(max_value_bytes, bool)
-            or not isinstance(max_value_bytes, int)
-            or max_value_bytes < 1
-        ):
-            raise ConfigurationError(
-                f"max_value_bytes must be an int >= 1, got {max_value_bytes!r}",
-                parameter="max_value_bytes",
-            )
-        if (
-            isinstance(max_events_per_run, bool)
-            or not isinstance(max_events_per_run, int)
-            or max_events_per_run < 0
-        ):
-            raise ConfigurationError(
-                f"max_events_per_run must be an int >= 0, got {max_events_per_run!r}",
-                parameter="max_events_per_run",
-            )
-        if isinstance(lease, bool) or not isinstance(lease, int | float) or not lease > 0:
-            raise ConfigurationError(f"lease must be seconds > 0, got {lease!r}", parameter="lease")
-        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout >= 0:
-            raise ConfigurationError(
-                f"timeout must be seconds >= 0, got {timeout!r}", parameter="timeout"
-            )
+        check_int(max_value_bytes, "max_value_bytes", minimum=1)
+        check_int(max_events_per_run, "max_events_per_run", minimum=0)
+        check_seconds(lease, "lease", exclusive=True)
+        check_seconds(timeout, "timeout")
         super().__init__(
             Path(path).expanduser().absolute() if path is not None else default_database_path()
         )
@@ -637,8 +618,7 @@ class SQLiteCheckpointer(ThreadConfined):
     async def list_runs(
         self, limit: int = 20, *, status: RunState | None = None, graph: str | None = None
     ) -> list[RunRecord]:
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
-            raise ConfigurationError(f"limit must be an int >= 0, got {limit!r}", parameter="limit")
+        check_int(limit, "limit", minimum=0)
         if status is not None and status not in _RUN_STATES:
             raise ConfigurationError(
                 f"status must be one of {', '.join(_RUN_STATES)}, got {status!r}",

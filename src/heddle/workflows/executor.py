@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from heddle.core._checks import check_int
 from heddle.core._resource import AsyncResource
 from heddle.core.errors import (
     ConfigurationError,
@@ -180,14 +181,7 @@ class WorkflowExecutor(AsyncResource):
         clock: Callable[[], float] = time.monotonic,
         rng: Callable[[], float] = random.random,
     ) -> None:
-        if isinstance(max_concurrent, bool) or not isinstance(max_concurrent, int):
-            raise ConfigurationError(
-                f"max_concurrent must be an int, got {max_concurrent!r}", parameter="max_concurrent"
-            )
-        if max_concurrent < 1:
-            raise ConfigurationError(
-                f"max_concurrent must be >= 1, got {max_concurrent}", parameter="max_concurrent"
-            )
+        check_int(max_concurrent, "max_concurrent", minimum=1)
         if retry is not None and not isinstance(retry, RetryPolicy):
             raise ConfigurationError(
                 f"retry must be a RetryPolicy or None, got {type(retry).__name__}",

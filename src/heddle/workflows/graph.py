@@ -16,13 +16,13 @@ from __future__ import annotations
 import _string  # type: ignore[import-not-found]  # the parser str.format itself uses
 import difflib
 import hashlib
-import math
 import string
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Self
 
 from heddle.agents import AgentSpec, describe_agent
+from heddle.core._checks import check_seconds
 from heddle.core.errors import ConfigurationError, GraphValidationError
 from heddle.workflows.resilience import RetryPolicy
 
@@ -147,20 +147,10 @@ class WorkflowGraph:
                 f"node {name!r}: retry must be a RetryPolicy or None, got {type(retry).__name__}",
                 parameter="retry",
             )
-        if timeout is not None and (
-            isinstance(timeout, bool)
-            or not isinstance(timeout, int | float)
-            or math.isnan(timeout)
-            or timeout <= 0
-        ):
-            raise ConfigurationError(
-                f"node {name!r}: timeout must be a positive number of seconds or None, "
-                f"got {timeout!r}",
-                parameter="timeout",
-            )
-        self._nodes[name] = Node(
-            name, agent, spec, task, retry, None if timeout is None else float(timeout)
+        seconds = check_seconds(
+            timeout, "timeout", exclusive=True, none_ok=True, where=f"node {name!r}"
         )
+        self._nodes[name] = Node(name, agent, spec, task, retry, seconds)
         self._version += 1
         return self
 

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from heddle.core._checks import check_int, check_seconds
 from heddle.core.errors import AgentNotSerializable, CircuitBreakerOpen, ConfigurationError
 
 __all__ = ["CircuitBreaker", "CircuitState", "RetryPolicy"]
@@ -29,14 +30,6 @@ Clock = Callable[[], float]
 # Failures that another attempt cannot fix: calling again is what an open breaker
 # forbids, and an agent that cannot be pickled will not become picklable.
 _NEVER_RETRIED = (CircuitBreakerOpen, AgentNotSerializable)
-
-
-def _check_number(name: str, value: float, *, minimum: float, exclusive: bool = False) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
-        raise ConfigurationError(f"{name} must be a number, got {value!r}", parameter=name)
-    if value < minimum or (exclusive and value == minimum):
-        bound = f"> {minimum:g}" if exclusive else f">= {minimum:g}"
-        raise ConfigurationError(f"{name} must be {bound}, got {value!r}", parameter=name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,17 +56,10 @@ class RetryPolicy:
     retry_on: tuple[type[BaseException], ...] = field(default=(Exception,))
 
     def __post_init__(self) -> None:
-        if isinstance(self.max_attempts, bool) or not isinstance(self.max_attempts, int):
-            raise ConfigurationError(
-                f"max_attempts must be an int, got {self.max_attempts!r}", parameter="max_attempts"
-            )
-        if self.max_attempts < 1:
-            raise ConfigurationError(
-                f"max_attempts must be >= 1, got {self.max_attempts}", parameter="max_attempts"
-            )
-        _check_number("initial_delay", self.initial_delay, minimum=0.0)
-        _check_number("multiplier", self.multiplier, minimum=1.0)
-        _check_number("max_delay", self.max_delay, minimum=0.0)
+        check_int(self.max_attempts, "max_attempts", minimum=1)
+        check_seconds(self.initial_delay, "initial_delay")
+        check_seconds(self.multiplier, "multiplier", minimum=1.0, what="a number")
+        check_seconds(self.max_delay, "max_delay")
         retry_on: object = self.retry_on
         if isinstance(retry_on, type):
             retry_on = (retry_on,)
@@ -161,17 +147,8 @@ class CircuitBreaker:
         recovery_timeout: float = 30.0,
         clock: Clock = time.monotonic,
     ) -> None:
-        if isinstance(failure_threshold, bool) or not isinstance(failure_threshold, int):
-            raise ConfigurationError(
-                f"failure_threshold must be an int, got {failure_threshold!r}",
-                parameter="failure_threshold",
-            )
-        if failure_threshold < 1:
-            raise ConfigurationError(
-                f"failure_threshold must be >= 1, got {failure_threshold}",
-                parameter="failure_threshold",
-            )
-        _check_number("recovery_timeout", recovery_timeout, minimum=0.0)
+        check_int(failure_threshold, "failure_threshold", minimum=1)
+        check_seconds(recovery_timeout, "recovery_timeout")
         self.name = name
         self.failure_threshold = failure_threshold
         self.recovery_timeout = float(recovery_timeout)

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from heddle.agents import AgentSpec, await_if_needed
+from heddle.core._checks import check_int
 from heddle.core._resource import AsyncResource
-from heddle.core.errors import ConfigurationError
 
 __all__ = ["LocalRunner", "Runner", "RunnerSession"]
 
@@ -82,13 +82,7 @@ class LocalRunner(AsyncResource):
     """
 
     def __init__(self, max_threads: int | None = None) -> None:
-        if max_threads is not None and (
-            isinstance(max_threads, bool) or not isinstance(max_threads, int) or max_threads < 1
-        ):
-            raise ConfigurationError(
-                f"max_threads must be an int >= 1 or None, got {max_threads!r}",
-                parameter="max_threads",
-            )
+        check_int(max_threads, "max_threads", minimum=1, none_ok=True)
         self.max_threads = max_threads
         self._lock = threading.Lock()  # runs on loops in other threads may share this runner
         self._largest = 1  # the largest max_concurrent of a session so far
