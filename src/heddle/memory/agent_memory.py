@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from heddle.core._checks import check_int
 from heddle.core._resource import AsyncResource
-from heddle.core.errors import ConfigurationError
 from heddle.memory._validation import (
     check_key,
     decode_json,
@@ -85,15 +85,7 @@ class AgentMemory(AsyncResource):
         self, agent_id: str, store: MemoryStore | None = None, *, max_cache_size: int = 1000
     ) -> None:
         self._agent_id = validate_agent_id(agent_id)
-        if (
-            isinstance(max_cache_size, bool)
-            or not isinstance(max_cache_size, int)
-            or max_cache_size < 0
-        ):
-            raise ConfigurationError(
-                f"max_cache_size must be an int >= 0, got {max_cache_size!r}",
-                parameter="max_cache_size",
-            )
+        check_int(max_cache_size, "max_cache_size", minimum=0)
         if store is not None and not isinstance(store, MemoryStore):
             raise TypeError(
                 f"store must be a MemoryStore (SQLiteStore, FileStore, ...), got {store!r}"

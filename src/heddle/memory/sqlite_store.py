@@ -25,8 +25,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Final
 
+from heddle.core._checks import check_seconds
 from heddle.core._sqlite import Synchronous, check_synchronous, connect_wal
-from heddle.core.errors import ConfigurationError
 from heddle.memory._threaded import ThreadedStore
 from heddle.memory.errors import CorruptStoreError, MemoryStoreError
 from heddle.memory.store import Lookup, StoredEntry, default_store_path, utc_from_micros
@@ -119,10 +119,7 @@ class SQLiteStore(ThreadedStore):
         timeout: float = 30.0,
     ) -> None:
         synchronous = check_synchronous(synchronous)
-        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout >= 0:
-            raise ConfigurationError(
-                f"timeout must be a number of seconds >= 0, got {timeout!r}", parameter="timeout"
-            )
+        check_seconds(timeout, "timeout")
         super().__init__(Path(path).absolute() if path is not None else default_store_path())
         self._synchronous: Synchronous = synchronous
         self._timeout = float(timeout)

@@ -64,6 +64,7 @@ from heddle._redis import (
     import_redis,
     redacted,
 )
+from heddle.core._checks import check_int
 from heddle.core.errors import BackendError, ConfigurationError
 from heddle.messaging.events import Event
 from heddle.messaging.message_bus import (
@@ -424,12 +425,7 @@ class RedisMessageBus(MessageBus):
         the most recent ``limit``. At most the last ``max_history`` entries are
         read, whatever the stream's approximate trimming left in it.
         """
-        if limit is not None and (
-            isinstance(limit, bool) or not isinstance(limit, int) or limit < 0
-        ):
-            raise ConfigurationError(
-                f"limit must be an int >= 0 or None, got {limit!r}", parameter="limit"
-            )
+        check_int(limit, "limit", minimum=0, none_ok=True)
         pattern = "*" if event_type is None else _check_pattern(event_type)
         found: list[Event] = []
         upper: bytes = b"+"
