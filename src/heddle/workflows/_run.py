@@ -566,16 +566,26 @@ class Run:
         # From here to add_message nothing suspends (the context is in memory), so no
         # cancellation can come between: the node, its dependents and the run's count
         # change together, and every node ends in exactly one status.
-        name = self.plan.names[i]
+        plan = self.plan
+        name = plan.names[i]
         await self.context.set_result(name, result)  # in memory: never suspends
-        self._settle(i, result)
-        succeeded = result["status"] == "success"
+        # _settle and _release_successors, inlined: this is every node's path.
+        status = self.status[i] = result["status"]
+        self.tasks[i] = None
+        self.contents[i] = result["content"]
+        self.remaining -= 1
+        succeeded = status == "success"
         if succeeded:
-            self._release_successors(i)
+            waiting_on, statuses, queue = self.waiting_on, self.status, self.queue
+            for j in plan.successors[i]:
+                waiting_on[j] -= 1
+                if waiting_on[j] == 0 and statuses[j] is None:
+                    queue.put_nowait(j)
         else:
             reason = f"upstream node {name!r} failed"
             doomed = await self._doom_descendants(i, reason)
-        self._check_done()
+        if self.remaining == 0:
+            self._stop_workers()
         await self.context.add_message(
             Message(
                 node=name,
@@ -602,17 +612,10 @@ class Run:
         self.contents[i] = result["content"]
         self.remaining -= 1
 
-    def _release_successors(self, i: int) -> None:
-        waiting_on, statuses, queue = self.waiting_on, self.status, self.queue
-        for j in self.plan.successors[i]:
-            waiting_on[j] -= 1
-            if waiting_on[j] == 0 and statuses[j] is None:
-                queue.put_nowait(j)
-
-    def _check_done(self) -> None:
-        if self.remaining == 0:
-            for _ in range(self.workers):
-                self.queue.put_nowait(_STOP)
+    def _stop_workers(self) -> None:
+        """Every node has ended: each worker takes one stop sentinel and returns."""
+        for _ in range(self.workers):
+            self.queue.put_nowait(_STOP)
 
     async def _emit_end(self, i: int, result: NodeResult) -> None:
         name, agent = self.plan.names[i], self.plan.nodes[i].spec.name
