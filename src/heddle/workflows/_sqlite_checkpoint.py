@@ -145,7 +145,10 @@ class SQLiteCheckpointer(ThreadConfined):
         self._timeout = float(timeout)
         self._conn: sqlite3.Connection | None = None
         self._has_tables = False  # read-only: whether heddle's tables exist yet
-        self._result_seq: dict[str, int] = {}  # per run: its last result's number (thread)
+        # Per run this checkpointer owns: the number of its last result and of its last
+        # event (on the checkpointer's thread; see _next_seq).
+        self._result_seq: dict[str, int] = {}
+        self._event_seq: dict[str, int] = {}
         self._lock = threading.Lock()
         self._pending: list[_Write] = []
         self._writing = False
@@ -326,23 +329,29 @@ class SQLiteCheckpointer(ThreadConfined):
             raise self._database_error(exc) from exc
         return rows
 
-    def _next_result_seq(self, conn: sqlite3.Connection, workflow_id: str) -> int:
-        """The number of the run's next result, in the order results are recorded.
+    def _next_seq(
+        self, conn: sqlite3.Connection, workflow_id: str, counts: dict[str, int], table: str
+    ) -> int:
+        """The number of the run's next result (or event), in the order they are recorded.
 
-        Read from the database at this checkpointer's first write of the run
-        (in the write's transaction), then counted here: results are fenced,
+        Read from the database at this checkpointer's first fenced write of the
+        run (in the write's transaction), then counted here: writes are fenced,
         so no other process records any while this one owns the run, and
         :meth:`create_run`, :meth:`claim_run` and :meth:`finish_run` forget
-        the count. Counting saves an index on the hot path of every save.
+        the counts. Counting saves a read on the hot path of every write.
         """
-        last = self._result_seq.get(workflow_id)
+        last = counts.get(workflow_id)
         if last is None:
             (last,) = conn.execute(
-                "SELECT COALESCE(MAX(seq), 0) FROM heddle_node_results WHERE workflow_id = ?",
+                f"SELECT COALESCE(MAX(seq), 0) FROM {table} WHERE workflow_id = ?",
                 (workflow_id,),
             ).fetchone()
-        self._result_seq[workflow_id] = seq = int(last) + 1
+        counts[workflow_id] = seq = int(last) + 1
         return seq
+
+    def _forget_counts(self, workflow_id: str) -> None:
+        self._result_seq.pop(workflow_id, None)
+        self._event_seq.pop(workflow_id, None)
 
     # -- group commit ---------------------------------------------------------------
     #
@@ -439,7 +448,7 @@ class SQLiteCheckpointer(ThreadConfined):
         path = self.path
 
         def insert(conn: sqlite3.Connection) -> None:
-            self._result_seq.pop(wid, None)
+            self._forget_counts(wid)
             found = conn.execute(
                 "SELECT status FROM heddle_runs WHERE workflow_id = ?", (wid,)
             ).fetchone()
@@ -461,7 +470,7 @@ class SQLiteCheckpointer(ThreadConfined):
     def _claim_sync(self, workflow_id: str, lease: RunLease) -> RunRecord:
         self._refuse_writes()
         conn = self._connection()
-        self._result_seq.pop(workflow_id, None)
+        self._forget_counts(workflow_id)
         try:
             self._patiently(conn, "BEGIN IMMEDIATE")  # the read and the write see one state
             try:
@@ -526,7 +535,7 @@ class SQLiteCheckpointer(ThreadConfined):
         status = result["status"]
 
         def insert(conn: sqlite3.Connection) -> None:
-            seq = self._next_result_seq(conn, workflow_id)
+            seq = self._next_seq(conn, workflow_id, self._result_seq, "heddle_node_results")
             cursor = conn.execute(_SAVE_RESULT, (workflow_id, owner, node, status, text, seq))
             if cursor.rowcount == 0:
                 raise _lost(conn, workflow_id)
@@ -544,12 +553,9 @@ class SQLiteCheckpointer(ThreadConfined):
         text = json.dumps(event)
 
         def insert(conn: sqlite3.Connection) -> None:
-            # The primary key's index finds the run's last event in O(log n).
-            (last,) = conn.execute(
-                "SELECT COALESCE(MAX(seq), 0) FROM heddle_events WHERE workflow_id = ?",
-                (workflow_id,),
-            ).fetchone()
-            seq = int(last) + 1
+            # Unfenced writes (no owner) read the last number each time.
+            counts = self._event_seq if owner is not None else {}
+            seq = self._next_seq(conn, workflow_id, counts, "heddle_events")
             cursor = conn.execute(_ADD_EVENT, (workflow_id, owner, seq, text))
             if cursor.rowcount == 0:
                 raise _lost(conn, workflow_id)
@@ -572,7 +578,7 @@ class SQLiteCheckpointer(ThreadConfined):
         at = _iso(finished_at)
 
         def update(conn: sqlite3.Connection) -> None:
-            self._result_seq.pop(workflow_id, None)
+            self._forget_counts(workflow_id)
             cursor = conn.execute(_FINISH_RUN, (workflow_id, owner, status, at))
             if cursor.rowcount == 0 and owner is not None:
                 raise _lost(conn, workflow_id)
