@@ -278,7 +278,7 @@ async def test_a_hung_redis_fails_a_call_with_backend_timeout(black_hole: str, c
     started = loop.time()
     with pytest.raises(BackendTimeout) as caught:
         await getattr(breakers, call)("api")
-    assert loop.time() - started < 1.0  # a generous bound: the deadline is 0.2 s
+    assert loop.time() - started < 10  # the deadline (0.2 s) ended it; a hung call never ends
     assert caught.value.timeout == 0.2
     assert caught.value.backend == f"Redis at {black_hole}"
     assert isinstance(caught.value, TimeoutError)

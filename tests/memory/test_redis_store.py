@@ -255,7 +255,7 @@ async def test_a_hung_server_fails_a_call_with_memory_store_error_at_the_deadlin
         started = loop.time()
         with pytest.raises(MemoryStoreError) as caught:
             await getattr(store, call)(*args)
-        assert loop.time() - started < 1.0  # a generous bound: the deadline is 0.2 s
+        assert loop.time() - started < 10  # the deadline (0.2 s) ended it; a hung call never ends
     assert isinstance(caught.value.__cause__, BackendTimeout)
     assert isinstance(caught.value.__cause__, TimeoutError)
     assert black_hole in str(caught.value) and "0.2s" in str(caught.value)

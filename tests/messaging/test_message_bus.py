@@ -233,7 +233,7 @@ async def test_aclose_gives_up_on_a_hung_subscriber_after_its_timeout() -> None:
     loop = asyncio.get_running_loop()
     started = loop.time()
     await bus.aclose(timeout=0.2)
-    assert loop.time() - started < 1.0  # a generous bound
+    assert loop.time() - started < 10  # not one 30 s delivery timeout, let alone 1,000
     stats = bus.statistics()
     assert (stats.dropped, stats.pending, stats.delivered, stats.timed_out) == (1000, 0, 0, 0)
     assert asyncio.all_tasks() == before

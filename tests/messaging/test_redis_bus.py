@@ -411,7 +411,7 @@ async def test_a_hung_server_fails_publish_with_backend_timeout_and_nobody_gets_
     started = loop.time()
     with pytest.raises(BackendTimeout) as caught:
         await bus.publish(Event("x"))
-    assert loop.time() - started < 1.0  # a generous bound: the deadline is 0.2 s
+    assert loop.time() - started < 10  # the deadline (0.2 s) ended it; a hung call never ends
     assert (caught.value.timeout, caught.value.backend) == (0.2, f"Redis at {black_hole}")
     assert "XADD" in str(caught.value)
     assert seen == [] and bus.history() == []
@@ -432,7 +432,7 @@ async def test_aclose_gives_up_on_a_hung_subscriber_after_its_timeout(channel: s
     loop = asyncio.get_running_loop()
     started = loop.time()
     await bus.aclose(timeout=0.2)
-    assert loop.time() - started < 1.0  # not 200 x the 30 s delivery timeout
+    assert loop.time() - started < 10  # not one 30 s delivery timeout, let alone 200
     stats = bus.statistics()
     assert (stats.dropped, stats.pending, stats.delivered) == (200, 0, 0)
     assert asyncio.all_tasks() == before
