@@ -336,3 +336,24 @@ async def test_a_run_publishing_on_a_hung_redis_bus_finishes_and_counts_lost_eve
     assert result.ok
     (warning,) = [r for r in caplog.records if "could not publish" in r.getMessage()]
     assert "BackendTimeout" in warning.getMessage()
+
+
+class CancelsAfterFinish(SQLiteCheckpointer):
+    """Records the run's end, then has the task driving the run cancelled a moment later."""
+
+    async def finish_run(self, *args: Any, **kwargs: Any) -> None:
+        await super().finish_run(*args, **kwargs)
+        driver = asyncio.current_task()
+        assert driver is not None
+        asyncio.get_running_loop().call_soon(driver.cancel)  # lands as the lease keeper stops
+
+
+async def test_a_cancel_landing_as_the_run_lets_go_of_its_lease_reaches_the_caller(
+    tmp_path: Path,
+) -> None:
+    """execute() raises the caller's CancelledError instead of returning as if not cancelled."""
+    async with CancelsAfterFinish(tmp_path / "runs.db") as checkpointer:
+        with pytest.raises(asyncio.CancelledError):
+            await WorkflowExecutor(checkpointer=checkpointer).execute(
+                WorkflowGraph("g").add_node("a", echo), "x"
+            )

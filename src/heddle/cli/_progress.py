@@ -14,7 +14,6 @@ panel is redrawn by a task on the same loop, so the counts need no lock.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -255,8 +254,7 @@ class RunProgress:
     ) -> None:
         if self._ticker is not None:
             self._ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._ticker
+            await asyncio.wait({self._ticker})  # a cancel of this task still gets through
             self._ticker = None
         if self._live is not None:
             if self.status is None and exc_type is not None:

@@ -392,8 +392,9 @@ class WorkflowExecutor(AsyncResource):
             raise LeaseLostError(wid, keeper.lost_to) from exc
         finally:
             keeping.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await keeping
+            # wait(), not `await keeping` under suppress(CancelledError): that would also
+            # swallow a cancel of this task landing here, and return as if never cancelled.
+            await asyncio.wait({keeping})
 
     async def _go(
         self, run: Run, graph_name: str, started_at: datetime, keeper: LeaseKeeper | None
