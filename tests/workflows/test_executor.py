@@ -19,7 +19,7 @@ from heddle import (
 )
 from heddle.core.errors import ConfigurationError
 from heddle.testing import FakeClock
-from heddle.workflows import CircuitState, LocalRunner
+from heddle.workflows import CircuitState, LocalCircuitBreakers, LocalRunner
 from heddle.workflows import _run as run_module
 
 NO_RETRY = RetryPolicy(max_attempts=1)
@@ -788,6 +788,12 @@ async def test_run_inside_a_running_loop_names_execute() -> None:
 # --- bad input -----------------------------------------------------------------------
 
 
+def test_settings_after_max_concurrent_are_keyword_only() -> None:
+    """WorkflowExecutor(10, RetryPolicy()) is refused: a positional setting is easy to misplace."""
+    with pytest.raises(TypeError):
+        WorkflowExecutor(10, RetryPolicy())  # type: ignore[call-arg]
+
+
 @pytest.mark.parametrize(
     ("kwargs", "parameter"),
     [
@@ -797,6 +803,14 @@ async def test_run_inside_a_running_loop_names_execute() -> None:
         ({"circuit_breaker_threshold": 0}, "failure_threshold"),
         ({"circuit_breaker_timeout": -1}, "recovery_timeout"),
         ({"max_threads": 0}, "max_threads"),
+        (
+            {"circuit_breaker_threshold": 3, "circuit_breakers": LocalCircuitBreakers()},
+            "circuit_breaker_threshold",
+        ),
+        (
+            {"circuit_breaker_timeout": 5, "circuit_breakers": LocalCircuitBreakers()},
+            "circuit_breaker_timeout",
+        ),
         ({"max_threads": 4, "runner": LocalRunner()}, "max_threads"),
     ],
 )

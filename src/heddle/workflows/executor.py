@@ -133,11 +133,13 @@ class WorkflowExecutor(AsyncResource):
     >>> WorkflowExecutor().run(g, input="hi").content("shout")
     'HI'
 
-    ``retry`` is the default :class:`RetryPolicy` of nodes that have none.
-    Circuit breakers are kept per agent name and shared by every execution
-    of this executor: ``circuit_breaker_threshold`` consecutive failed calls
-    open one, and after ``circuit_breaker_timeout`` seconds one trial call is
-    let through. ``clock`` (monotonic seconds) drives the breakers and ``rng``
+    Every setting after ``max_concurrent`` is keyword-only. ``retry`` is the
+    default :class:`RetryPolicy` of nodes that have none. Circuit breakers are
+    kept per agent name and shared by every execution of this executor:
+    ``circuit_breaker_threshold`` (5) consecutive failed calls open one, and
+    after ``circuit_breaker_timeout`` (30) seconds one trial call is let
+    through; both are refused when ``circuit_breakers`` (a registry with its
+    own settings) is given. ``clock`` (monotonic seconds) drives the breakers and ``rng``
     (floats in [0, 1)) the retry jitter; tests replace both.
 
     Pluggable parts, all optional: ``checkpointer`` (a path to an SQLite file
@@ -168,11 +170,11 @@ class WorkflowExecutor(AsyncResource):
     def __init__(
         self,
         max_concurrent: int = 10,
-        retry: RetryPolicy | None = None,
-        circuit_breaker_threshold: int = 5,
-        circuit_breaker_timeout: float = 30.0,
-        fail_fast: bool = False,
         *,
+        retry: RetryPolicy | None = None,
+        circuit_breaker_threshold: int | None = None,
+        circuit_breaker_timeout: float | None = None,
+        fail_fast: bool = False,
         bus: MessageBus | None = None,
         checkpointer: Checkpointer | str | os.PathLike[str] | None = None,
         runner: Runner | None = None,
@@ -189,8 +191,6 @@ class WorkflowExecutor(AsyncResource):
             )
         self.max_concurrent = max_concurrent
         self.retry = retry if retry is not None else RetryPolicy()
-        self.circuit_breaker_threshold = circuit_breaker_threshold
-        self.circuit_breaker_timeout = float(circuit_breaker_timeout)
         self.fail_fast = bool(fail_fast)
         if bus is not None and not callable(getattr(bus, "publish", None)):
             raise ConfigurationError(
@@ -211,9 +211,24 @@ class WorkflowExecutor(AsyncResource):
         self._rng = rng
         if circuit_breakers is None:
             circuit_breakers = LocalCircuitBreakers(
-                failure_threshold=circuit_breaker_threshold,
-                recovery_timeout=circuit_breaker_timeout,
+                failure_threshold=5
+                if circuit_breaker_threshold is None
+                else circuit_breaker_threshold,
+                recovery_timeout=30.0
+                if circuit_breaker_timeout is None
+                else circuit_breaker_timeout,
                 clock=clock,
+            )
+        elif circuit_breaker_threshold is not None or circuit_breaker_timeout is not None:
+            given = (
+                "circuit_breaker_threshold"
+                if circuit_breaker_threshold is not None
+                else ("circuit_breaker_timeout")
+            )
+            raise ConfigurationError(
+                f"{given} configures the executor's own breakers; with circuit_breakers= "
+                "given, set the threshold and timeout on that registry instead",
+                parameter=given,
             )
         elif not isinstance(circuit_breakers, CircuitBreakers):
             raise ConfigurationError(
