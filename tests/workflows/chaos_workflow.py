@@ -23,8 +23,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from crash_workflow import run_or_resume  # a neighbour: the script's directory is on sys.path
+
 from heddle import RetryPolicy, WorkflowExecutor, WorkflowGraph
-from heddle.core.errors import RunInProgressError
 
 WORKFLOW_ID = "chaos-kill"
 
@@ -114,16 +115,7 @@ async def main(mode: str, db: str, seed: str, side_effects: str) -> int:
         max_concurrent=trial.max_concurrent, retry=retry, checkpointer=db
     ) as ex:
         graph = build(trial, side_effects)
-        if mode == "execute":
-            result = await ex.execute(graph, input=int(seed), workflow_id=WORKFLOW_ID)
-        else:
-            try:
-                result = await ex.resume(WORKFLOW_ID, graph)
-            except RunInProgressError:
-                print("in-progress", flush=True)
-                return 3
-    print(result.status, flush=True)
-    return 0 if result.ok else 1
+        return await run_or_resume(ex, graph, mode, WORKFLOW_ID, int(seed))
 
 
 if __name__ == "__main__":

@@ -47,19 +47,28 @@ def build(side_effects: str) -> WorkflowGraph:
     return g
 
 
-async def main(mode: str, db: str, workflow_id: str, side_effects: str) -> int:
-    async with WorkflowExecutor(checkpointer=db, max_concurrent=2) as ex:
-        graph = build(side_effects)
-        if mode == "execute":
-            result = await ex.execute(graph, input="data", workflow_id=workflow_id)
-        else:
-            try:
-                result = await ex.resume(workflow_id, graph)
-            except RunInProgressError:
-                print("in-progress", flush=True)
-                return 3
+async def run_or_resume(
+    ex: WorkflowExecutor, graph: WorkflowGraph, mode: str, workflow_id: str, input: Any
+) -> int:
+    """Execute or resume the run; print its status (or "in-progress") and return the exit code.
+
+    Shared with chaos_workflow.py: 0 succeeded, 1 failed, 3 held by another process.
+    """
+    if mode == "execute":
+        result = await ex.execute(graph, input=input, workflow_id=workflow_id)
+    else:
+        try:
+            result = await ex.resume(workflow_id, graph)
+        except RunInProgressError:
+            print("in-progress", flush=True)
+            return 3
     print(result.status, flush=True)
     return 0 if result.ok else 1
+
+
+async def main(mode: str, db: str, workflow_id: str, side_effects: str) -> int:
+    async with WorkflowExecutor(checkpointer=db, max_concurrent=2) as ex:
+        return await run_or_resume(ex, build(side_effects), mode, workflow_id, "data")
 
 
 if __name__ == "__main__":
