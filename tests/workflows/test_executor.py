@@ -800,8 +800,8 @@ def test_settings_after_max_concurrent_are_keyword_only() -> None:
         ({"max_concurrent": 0}, "max_concurrent"),
         ({"max_concurrent": 2.0}, "max_concurrent"),
         ({"retry": 3}, "retry"),
-        ({"circuit_breaker_threshold": 0}, "failure_threshold"),
-        ({"circuit_breaker_timeout": -1}, "recovery_timeout"),
+        ({"circuit_breaker_threshold": 0}, "threshold"),
+        ({"circuit_breaker_timeout": -1}, "timeout"),
         ({"max_threads": 0}, "max_threads"),
         (
             {"circuit_breaker_threshold": 3, "circuit_breakers": LocalCircuitBreakers()},

@@ -74,7 +74,7 @@ async def test_a_run_with_nothing_left_to_do_opens_no_session(tmp_path: Any) -> 
 async def test_an_injected_breaker_registry_is_shared_by_executors() -> None:
     """Two executors given one registry open and close one breaker together."""
 
-    shared = LocalCircuitBreakers(failure_threshold=2, recovery_timeout=60)
+    shared = LocalCircuitBreakers(threshold=2, timeout=60)
     g = WorkflowGraph("g").add_node("call", down)
     one = WorkflowExecutor(circuit_breakers=shared, retry=RetryPolicy(max_attempts=1))
     two = WorkflowExecutor(circuit_breakers=shared, retry=RetryPolicy(max_attempts=1))

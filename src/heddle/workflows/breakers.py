@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Protocol, runtime_checkable
 
+from heddle.core._checks import check_int, check_seconds
 from heddle.workflows.resilience import CircuitBreaker, CircuitState
 
 __all__ = ["CircuitBreakers", "LocalCircuitBreakers"]
@@ -44,20 +45,21 @@ class CircuitBreakers(Protocol):
 class LocalCircuitBreakers(Mapping[str, CircuitBreaker]):
     """One in-process :class:`CircuitBreaker` per agent name, created closed on first use.
 
-    Also a read-only mapping ``{agent name: CircuitBreaker}`` for inspection.
+    Each breaker opens after ``threshold`` consecutive failures and lets a
+    trial call through ``timeout`` seconds later. Also a read-only mapping
+    ``{agent name: CircuitBreaker}`` for inspection.
     """
 
     def __init__(
         self,
         *,
-        failure_threshold: int = 5,
-        recovery_timeout: float = 30.0,
+        threshold: int = 5,
+        timeout: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        # Validate the settings now rather than at the first failure.
-        CircuitBreaker("-", failure_threshold=failure_threshold, recovery_timeout=recovery_timeout)
-        self.failure_threshold = failure_threshold
-        self.recovery_timeout = float(recovery_timeout)
+        # Validate now, under the names given here, rather than at the first failure.
+        self.threshold = check_int(threshold, "threshold", minimum=1)
+        self.timeout = check_seconds(timeout, "timeout")
         self._clock = clock
         self._breakers: dict[str, CircuitBreaker] = {}
 
@@ -79,8 +81,8 @@ class LocalCircuitBreakers(Mapping[str, CircuitBreaker]):
         if breaker is None:
             breaker = CircuitBreaker(
                 agent,
-                failure_threshold=self.failure_threshold,
-                recovery_timeout=self.recovery_timeout,
+                failure_threshold=self.threshold,
+                recovery_timeout=self.timeout,
                 clock=self._clock,
             )
             self._breakers[agent] = breaker

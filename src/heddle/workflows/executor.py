@@ -211,12 +211,8 @@ class WorkflowExecutor(AsyncResource):
         self._rng = rng
         if circuit_breakers is None:
             circuit_breakers = LocalCircuitBreakers(
-                failure_threshold=5
-                if circuit_breaker_threshold is None
-                else circuit_breaker_threshold,
-                recovery_timeout=30.0
-                if circuit_breaker_timeout is None
-                else circuit_breaker_timeout,
+                threshold=5 if circuit_breaker_threshold is None else circuit_breaker_threshold,
+                timeout=30.0 if circuit_breaker_timeout is None else circuit_breaker_timeout,
                 clock=clock,
             )
         elif circuit_breaker_threshold is not None or circuit_breaker_timeout is not None:
