@@ -44,7 +44,7 @@ def namespace(redis_namespace: str) -> str:
 async def breakers(namespace: str) -> AsyncIterator[RedisCircuitBreakers]:
     """Breakers opening after 3 failures, recovering after 10 s, in a fresh namespace."""
     async with RedisCircuitBreakers(
-        REDIS_URL, failure_threshold=3, recovery_timeout=10, namespace=namespace
+        REDIS_URL, threshold=3, timeout=10, namespace=namespace
     ) as made:
         yield made
 
@@ -157,7 +157,7 @@ async def test_a_trial_lost_with_its_process_is_given_away_after_trial_timeout(
 ) -> None:
     """A trial with no verdict for trial_timeout seconds (its process died) frees its slot."""
     async with RedisCircuitBreakers(
-        REDIS_URL, failure_threshold=1, recovery_timeout=5, trial_timeout=60, namespace=namespace
+        REDIS_URL, threshold=1, timeout=5, trial_timeout=60, namespace=namespace
     ) as breakers:
         await fail(breakers, "api", 1)
         await advance(breakers, "api", 5)
@@ -212,7 +212,7 @@ def test_it_behaves_like_the_pure_breaker(ops: list[str], namespace: str) -> Non
 
     async def run() -> None:
         async with RedisCircuitBreakers(
-            REDIS_URL, failure_threshold=2, recovery_timeout=1, namespace=namespace
+            REDIS_URL, threshold=2, timeout=1, namespace=namespace
         ) as shared:
             for op in ops:
                 if op == "tick":
@@ -247,8 +247,8 @@ def test_it_behaves_like_the_pure_breaker(ops: list[str], namespace: str) -> Non
 @pytest.mark.parametrize(
     ("kwargs", "parameter"),
     [
-        ({"failure_threshold": 0}, "failure_threshold"),
-        ({"recovery_timeout": -1}, "recovery_timeout"),
+        ({"threshold": 0}, "threshold"),
+        ({"timeout": -1}, "timeout"),
         ({"trial_timeout": 0}, "trial_timeout"),
         ({"trial_timeout": float("inf")}, "trial_timeout"),
         ({"namespace": "a b"}, "namespace"),
@@ -307,7 +307,7 @@ OPENER = textwrap.dedent(
     from heddle.distributed import RedisCircuitBreakers
 
     async def main(url, namespace):
-        async with RedisCircuitBreakers(url, failure_threshold=3, namespace=namespace) as b:
+        async with RedisCircuitBreakers(url, threshold=3, namespace=namespace) as b:
             for _ in range(3):
                 await b.acquire("api")
                 print(await b.record_failure("api"), flush=True)
@@ -323,9 +323,7 @@ async def test_a_breaker_opened_by_one_process_is_open_in_another(namespace: str
     out, err = await asyncio.to_thread(proc.communicate, timeout=60)
     assert proc.returncode == 0, err
     assert out.split() == ["None", "None", "open"]
-    async with RedisCircuitBreakers(
-        REDIS_URL, failure_threshold=3, namespace=namespace
-    ) as breakers:
+    async with RedisCircuitBreakers(REDIS_URL, threshold=3, namespace=namespace) as breakers:
         assert await breakers.state("api") is CircuitState.OPEN
         assert await breakers.failures("api") == 3
         with pytest.raises(CircuitBreakerOpen) as info:
@@ -340,7 +338,7 @@ TRIER = textwrap.dedent(
     from heddle.distributed import RedisCircuitBreakers
 
     async def main(url, namespace):
-        async with RedisCircuitBreakers(url, failure_threshold=1, namespace=namespace) as b:
+        async with RedisCircuitBreakers(url, threshold=1, namespace=namespace) as b:
             await b.failures("api")  # connect before the start line
             print("ready", flush=True)
             sys.stdin.readline()
@@ -361,9 +359,7 @@ TRIER = textwrap.dedent(
 
 async def test_half_open_admits_one_trial_among_callers_in_two_processes(namespace: str) -> None:
     """Two processes with 25 concurrent callers each, once the timeout is over: one trial in all."""
-    async with RedisCircuitBreakers(
-        REDIS_URL, failure_threshold=1, namespace=namespace
-    ) as breakers:
+    async with RedisCircuitBreakers(REDIS_URL, threshold=1, namespace=namespace) as breakers:
         await fail(breakers, "api", 1)
         await advance(breakers, "api", 30)
         pipes = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
@@ -406,7 +402,7 @@ async def test_executors_sharing_breakers_open_and_close_them_together(namespace
         return WorkflowExecutor(
             retry=RetryPolicy(max_attempts=1),
             circuit_breakers=RedisCircuitBreakers(
-                REDIS_URL, failure_threshold=2, recovery_timeout=10, namespace=namespace
+                REDIS_URL, threshold=2, timeout=10, namespace=namespace
             ),
         )
 
@@ -438,7 +434,7 @@ def test_one_registry_serves_several_event_loops(namespace: str) -> None:
         async def arun(self, task: Any) -> Any:
             raise ConnectionError("down")
 
-    breakers = RedisCircuitBreakers(REDIS_URL, failure_threshold=2, namespace=namespace)
+    breakers = RedisCircuitBreakers(REDIS_URL, threshold=2, namespace=namespace)
     ex = WorkflowExecutor(retry=RetryPolicy(max_attempts=1), circuit_breakers=breakers)
     graph = WorkflowGraph("g").add_node("call", Flaky())
     ex.run(graph)

@@ -114,7 +114,7 @@ async def test_a_hung_call_times_out_and_the_next_one_reads_its_own_reply(
 ) -> None:
     """A late reply to a timed-out call is never read as the answer to the next call."""
     async with RedisCircuitBreakers(
-        proxy.url, failure_threshold=1, namespace=redis_namespace, operation_timeout=0.3
+        proxy.url, threshold=1, namespace=redis_namespace, operation_timeout=0.3
     ) as breakers:
         await breakers.acquire("down")
         await breakers.record_failure("down")

@@ -1,8 +1,8 @@
 """RedisCircuitBreakers: one circuit breaker per agent, shared by every process through Redis.
 
 The state machine is :class:`~heddle.workflows.resilience.CircuitBreaker`'s
-(closed -> open after ``failure_threshold`` consecutive failures; open
-rejects calls for ``recovery_timeout`` seconds; then half-open lets exactly
+(closed -> open after ``threshold`` consecutive failures; open
+rejects calls for ``timeout`` seconds; then half-open lets exactly
 one trial call through; its success closes the breaker, its failure re-opens
 it; a late success while open changes nothing). Here each transition is one
 Lua script, which Redis runs with nothing interleaved, so processes never
@@ -21,8 +21,8 @@ can die while it holds the half-open trial. Its slot is given to the next
 caller once ``trial_timeout`` seconds pass without a verdict, so a crash
 cannot leave the breaker rejecting forever.
 
-All processes sharing a namespace should use the same ``failure_threshold``
-and ``recovery_timeout``: each call applies its own process's settings.
+All processes sharing a namespace should use the same ``threshold`` and
+``timeout``: each call applies its own process's settings.
 
 Every call to Redis has a deadline, ``operation_timeout``: a server that hangs
 makes the call raise :class:`~heddle.core.errors.BackendTimeout` instead of
@@ -43,9 +43,10 @@ from heddle._redis import (
     import_redis,
     redacted,
 )
+from heddle.core import _checks
 from heddle.core._resource import AsyncResource
 from heddle.core.errors import CircuitBreakerOpen
-from heddle.workflows.resilience import CircuitBreaker, CircuitState
+from heddle.workflows.resilience import CircuitState
 
 __all__ = ["RedisCircuitBreakers"]
 
@@ -150,8 +151,10 @@ class RedisCircuitBreakers(AsyncResource):
         breakers = RedisCircuitBreakers("redis://redis.internal:6379/0")
         executor = WorkflowExecutor(circuit_breakers=breakers)
 
-    ``failure_threshold`` and ``recovery_timeout`` mean what they mean for
-    :class:`~heddle.workflows.CircuitBreaker`; ``trial_timeout`` is how long
+    ``threshold`` and ``timeout`` mean what they mean for
+    :class:`~heddle.workflows.LocalCircuitBreakers` (a
+    :class:`~heddle.workflows.CircuitBreaker`'s ``failure_threshold`` and
+    ``recovery_timeout``); ``trial_timeout`` is how long
     a half-open trial call may go without a verdict before its slot goes to
     the next caller (its process may have died). ``namespace`` prefixes the
     keys. Connections open on first use; :meth:`aclose` closes them (the
@@ -170,9 +173,9 @@ class RedisCircuitBreakers(AsyncResource):
         "_namespace",
         "_recovery_us",
         "_trial_us",
-        "failure_threshold",
         "operation_timeout",
-        "recovery_timeout",
+        "threshold",
+        "timeout",
         "trial_timeout",
     )
 
@@ -180,29 +183,28 @@ class RedisCircuitBreakers(AsyncResource):
         self,
         url: str = DEFAULT_URL,
         *,
-        failure_threshold: int = 5,
-        recovery_timeout: float = 30.0,
+        threshold: int = 5,
+        timeout: float = 30.0,
         trial_timeout: float = 300.0,
         namespace: str = "heddle",
         operation_timeout: float = OPERATION_TIMEOUT,
     ) -> None:
         import_redis()  # fail now, with the install hint
-        # The pure breaker validates the two settings they share.
-        CircuitBreaker("-", failure_threshold=failure_threshold, recovery_timeout=recovery_timeout)
+        # The same rules as the pure breaker's failure_threshold and recovery_timeout.
+        self.threshold = _checks.check_int(threshold, "threshold", minimum=1)
+        self.timeout = _checks.check_seconds(timeout, "timeout")
         self.trial_timeout = check_seconds(trial_timeout, "trial_timeout")
         self.operation_timeout = check_seconds(operation_timeout, "operation_timeout")
         self._clients = LoopClients(check_url(url), timeout=self.operation_timeout)
         self._namespace = check_namespace(namespace)
-        self.failure_threshold = failure_threshold
-        self.recovery_timeout = float(recovery_timeout)
-        self._recovery_us = round(self.recovery_timeout * 1_000_000)
+        self._recovery_us = round(self.timeout * 1_000_000)
         self._trial_us = round(self.trial_timeout * 1_000_000)
 
     def __repr__(self) -> str:
         return (
             f"RedisCircuitBreakers({redacted(self._clients.url)!r}, "
-            f"failure_threshold={self.failure_threshold}, "
-            f"recovery_timeout={self.recovery_timeout:g}, namespace={self._namespace!r})"
+            f"threshold={self.threshold}, timeout={self.timeout:g}, "
+            f"namespace={self._namespace!r})"
         )
 
     def key(self, agent: str) -> str:
@@ -245,7 +247,7 @@ class RedisCircuitBreakers(AsyncResource):
 
     async def record_failure(self, agent: str) -> CircuitState | None:
         """The allowed call failed: the threshold-th failure in a row, or a failed trial, opens."""
-        opened = await self._run("record_failure", _FAILURE, agent, self.failure_threshold)
+        opened = await self._run("record_failure", _FAILURE, agent, self.threshold)
         return CircuitState.OPEN if opened == 1 else None
 
     async def release(self, agent: str) -> None:
