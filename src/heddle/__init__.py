@@ -8,6 +8,8 @@ retries with backoff and circuit breakers::
     graph = WorkflowGraph("research").add_node("search", search).add_node("write", write)
     graph.add_edge("search", "write")
     result = WorkflowExecutor(max_concurrent=10).run(graph, input="solid-state batteries")
+
+Inside an agent, ``heddle.current()`` tells which run, node and attempt it is.
 """
 
 from heddle.agents import AgentProtocol
@@ -22,6 +24,7 @@ from heddle.memory.agent_memory import AgentMemory
 from heddle.messaging.events import Event, EventType
 from heddle.messaging.message_bus import MessageBus
 from heddle.workflows.context import ExecutionContext
+from heddle.workflows.current import current
 from heddle.workflows.executor import WorkflowExecutor, WorkflowResult
 from heddle.workflows.graph import WorkflowGraph
 from heddle.workflows.resilience import CircuitBreaker, RetryPolicy
@@ -45,5 +48,6 @@ __all__ = [
     "WorkflowExecutor",
     "WorkflowGraph",
     "WorkflowResult",
+    "current",
     "get_container",
 ]

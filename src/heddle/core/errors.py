@@ -9,6 +9,7 @@ keeps working for code that does not know heddle::
     ├── GraphValidationError (ValueError)    the graph cannot run as built
     ├── InvalidAgentError (TypeError)        add_node() got something that is not an agent
     ├── AgentNotSerializable (TypeError)     an agent or task cannot travel to a Ray worker
+    ├── NoAttemptContext (RuntimeError)      heddle.current() was called outside an attempt
     ├── NodeTimeoutError (TimeoutError)      one attempt of a node overran its timeout
     ├── CircuitBreakerOpen                   the agent's breaker rejected the call
     ├── CheckpointError                      a durable run could not be recorded or read
@@ -52,6 +53,7 @@ __all__ = [
     "InvalidAgentId",
     "LeaseLostError",
     "MemoryStoreError",
+    "NoAttemptContext",
     "NodeTimeoutError",
     "ResultNotRestorable",
     "ResultNotSerializable",
@@ -318,3 +320,12 @@ class AgentNotSerializable(HeddleError, TypeError):
     def __reduce__(self) -> tuple[Any, ...]:
         # Raised inside actors too: it must survive the trip back to the driver.
         return (type(self), (self.agent, str(self)))
+
+
+class NoAttemptContext(HeddleError, RuntimeError):
+    """``heddle.current()`` was called outside an agent's attempt.
+
+    Only code that a :class:`~heddle.workflows.WorkflowExecutor` calls as a
+    node's agent (and what that code calls, in its task or threads) has an
+    attempt to read.
+    """
