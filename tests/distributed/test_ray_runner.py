@@ -18,9 +18,10 @@ import pytest
 
 from heddle import RetryPolicy, WorkflowExecutor, WorkflowGraph
 from heddle.agents import describe_agent
-from heddle.core.errors import ConfigurationError
+from heddle.core.errors import ConfigurationError, NoAttemptContext
 from heddle.distributed import AgentNotSerializable, RayRunner
 from heddle.distributed.ray_runner import _Actor, _AgentHost, _owner_and_method
+from heddle.workflows.current import AttemptContext, attempt_scope, current
 
 try:
     import ray
@@ -237,6 +238,31 @@ async def sleep_until_cancelled(marker: str, task: Any) -> None:
     except asyncio.CancelledError:
         Path(marker).write_text("cancelled")  # noqa: ASYNC240 - a test agent's marker file
         raise
+
+
+async def attempt_on_loop(task: Any) -> tuple[AttemptContext, int]:
+    """An async agent returning its attempt and the process it ran in."""
+    await asyncio.sleep(0)
+    return current(), os.getpid()
+
+
+def attempt_in_thread(task: Any) -> tuple[AttemptContext, int]:
+    """The same as a sync agent (it runs in the actor's threads)."""
+    return current(), os.getpid()
+
+
+class AttemptReader:
+    """A stateful async agent reading its attempt."""
+
+    async def arun(self, task: Any) -> tuple[AttemptContext, int]:
+        return await attempt_on_loop(task)
+
+
+class SyncAttemptReader:
+    """A stateful sync agent reading its attempt."""
+
+    def run(self, task: Any) -> tuple[AttemptContext, int]:
+        return attempt_in_thread(task)
 
 
 def mixed_graph() -> WorkflowGraph:
@@ -486,6 +512,26 @@ async def test_an_agents_exception_comes_back_as_itself(runner: RayRunner) -> No
     await session.aclose()
 
 
+async def test_agents_on_the_workers_see_the_drivers_attempt(runner: RayRunner) -> None:
+    """Async and sync functions and objects on the actors read the attempt they are called in."""
+    attempt = AttemptContext("run-7", "g", node="n", agent="a", attempt=2, iteration=1, item=3)
+    objects = [AttemptReader(), SyncAttemptReader()]
+    agents = [attempt_on_loop, attempt_in_thread, *objects]
+    session = runner.open(4)
+    try:
+        with attempt_scope(attempt):
+            seen = [await session.call(describe_agent(agent, node="n"), None) for agent in agents]
+        for agent in agents:  # called outside any attempt, they have none to read
+            with pytest.raises(NoAttemptContext):
+                await session.call(describe_agent(agent, node="n"), None)
+    finally:
+        for obj in objects:
+            runner.release(obj)
+        await session.aclose()
+    assert [ctx for ctx, _ in seen] == [attempt] * 4
+    assert os.getpid() not in {pid for _, pid in seen}
+
+
 async def test_an_unpicklable_agent_is_named(runner: RayRunner) -> None:
     """A stateful agent holding a lock fails with AgentNotSerializable naming it."""
 
@@ -558,6 +604,24 @@ async def test_agent_host_runs_functions_and_its_own_agent() -> None:
     assert [await owned.call_owned("run", False, t) for t in "ab"] == [1, 2]
     adder = _AgentHost(dumps(Adder(5)), "adder", 1)
     assert await adder.call_owned(None, True, 1) == 6
+
+
+async def test_agent_host_sets_the_shipped_attempt_around_the_call() -> None:
+    """The actor body makes the shipped attempt current for the call only, in threads too."""
+    if ray is None:
+        pytest.skip("ray is not installed")
+    dumps = ray.cloudpickle.dumps
+    attempt = AttemptContext("run-1", "g", node="n", agent="a", attempt=1)
+    host = _AgentHost(None, "pool", 1)
+    for token, fn, is_async in (("t1", attempt_on_loop, True), ("t2", attempt_in_thread, False)):
+        got, _ = await host.call(token, dumps(fn), is_async, "a", None, attempt)
+        assert got == attempt
+        with pytest.raises(NoAttemptContext):
+            await host.call(token, b"cached", is_async, "a", None, None)
+    owned = _AgentHost(dumps(SyncAttemptReader()), "reader", 1)
+    assert (await owned.call_owned("run", False, None, attempt))[0] == attempt
+    with pytest.raises(NoAttemptContext):
+        current()  # nothing of the calls' attempts is left behind here
 
 
 async def test_agent_host_names_an_agent_it_cannot_load() -> None:

@@ -32,6 +32,9 @@ Ray *actor*:
   Ray's :class:`~ray.exceptions.RayActorError` and the executor's
   :class:`RetryPolicy` decides. An actor that exits for good is replaced. A
   restarted stateful actor starts again from the first-use copy.
+* The attempt's :class:`~heddle.workflows.current.AttemptContext` goes with
+  each call, so ``heddle.current()`` works in the agent on the worker, sync
+  or async, as it does locally.
 
 Ray is imported only when a :class:`RayRunner` is built, so
 ``import heddle.distributed`` works without it.
@@ -41,6 +44,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import functools
 import inspect
 import os
@@ -55,7 +59,8 @@ from typing import Any, Self
 from heddle.agents import AgentSpec, await_if_needed
 from heddle.core._checks import check_int
 from heddle.core._resource import AsyncResource
-from heddle.core.errors import AgentNotSerializable, ConfigurationError
+from heddle.core.errors import AgentNotSerializable, ConfigurationError, NoAttemptContext
+from heddle.workflows.current import AttemptContext, attempt_scope, current
 
 __all__ = ["AgentNotSerializable", "RayRunner"]
 
@@ -114,8 +119,19 @@ class _AgentHost:
         self._max_threads = max_threads
         self._threads: ThreadPoolExecutor | None = None
 
-    async def call(self, token: str, payload: bytes, is_async: bool, name: str, task: Any) -> Any:
-        """Run the function pickled in ``payload`` (cached under ``token``) on ``task``."""
+    async def call(
+        self,
+        token: str,
+        payload: bytes,
+        is_async: bool,
+        name: str,
+        task: Any,
+        attempt: AttemptContext | None = None,
+    ) -> Any:
+        """Run the function pickled in ``payload`` (cached under ``token``) on ``task``.
+
+        ``attempt`` (the driver's, if the call was made in one) is current during the call.
+        """
         fn = self._functions.get(token)
         if fn is None:
             fn = _loads(payload, name)
@@ -124,28 +140,40 @@ class _AgentHost:
                 self._functions.popitem(last=False)
         else:
             self._functions.move_to_end(token)
-        return await self._invoke(fn, is_async, task)
+        return await self._invoke(fn, is_async, task, attempt)
 
-    async def call_owned(self, method: str | None, is_async: bool, task: Any) -> Any:
+    async def call_owned(
+        self,
+        method: str | None,
+        is_async: bool,
+        task: Any,
+        attempt: AttemptContext | None = None,
+    ) -> Any:
         """Run this actor's own agent (its ``method``, or the object itself) on ``task``."""
         if not self._loaded:
             assert self._owned_payload is not None, "call_owned() on a pool actor"
             self._owned = _loads(self._owned_payload, self._name)
             self._loaded = True
         fn = self._owned if method is None else getattr(self._owned, method)
-        return await self._invoke(fn, is_async, task)
+        return await self._invoke(fn, is_async, task, attempt)
 
     async def pid(self) -> int:
         """The actor's process id (a cheap round trip)."""
         return os.getpid()
 
-    async def _invoke(self, fn: Callable[..., Any], is_async: bool, task: Any) -> Any:
-        if is_async:
-            return await await_if_needed(fn(task))
-        if self._threads is None:
-            self._threads = ThreadPoolExecutor(self._max_threads, "heddle-ray-agent")
-        result = await asyncio.get_running_loop().run_in_executor(self._threads, fn, task)
-        return await await_if_needed(result)
+    async def _invoke(
+        self, fn: Callable[..., Any], is_async: bool, task: Any, attempt: AttemptContext | None
+    ) -> Any:
+        # The driver's attempt, current again here for heddle.current() in the agent.
+        with contextlib.nullcontext() if attempt is None else attempt_scope(attempt):
+            if is_async:
+                return await await_if_needed(fn(task))
+            if self._threads is None:
+                self._threads = ThreadPoolExecutor(self._max_threads, "heddle-ray-agent")
+            result = await asyncio.get_running_loop().run_in_executor(
+                self._threads, contextvars.copy_context().run, fn, task
+            )
+            return await await_if_needed(result)
 
 
 @dataclass(slots=True, eq=False)
@@ -378,7 +406,9 @@ class RayRunner(AsyncResource):
                 best = actor
         return best
 
-    async def _submit(self, spec: AgentSpec, task: Any) -> tuple[_Actor, Any]:
+    async def _submit(
+        self, spec: AgentSpec, task: Any, attempt: AttemptContext | None
+    ) -> tuple[_Actor, Any]:
         target = _owner_and_method(spec)
         if target is None:
             shipped = self._shipped(spec)
@@ -396,16 +426,21 @@ class RayRunner(AsyncResource):
             method = actor.handle.call_owned.remote
             args = (name, spec.is_async)
         try:
-            return actor, method(*args, task)
+            return actor, method(*args, task, attempt)
         except TypeError as exc:  # Ray could not pickle the task
             raise AgentNotSerializable(
                 spec.name, f"the task for agent {spec.name!r} cannot be sent to Ray: {exc}"
             ) from exc
 
-    async def call(self, spec: AgentSpec, task: Any) -> Any:
-        """One attempt of ``spec`` on ``task`` on the cluster; raises what the agent raised."""
+    async def call(
+        self, spec: AgentSpec, task: Any, *, attempt: AttemptContext | None = None
+    ) -> Any:
+        """One attempt of ``spec`` on ``task`` on the cluster; raises what the agent raised.
+
+        ``attempt`` is what ``heddle.current()`` returns in the agent on the worker.
+        """
         ray = self._ray
-        actor, ref = await self._submit(spec, task)
+        actor, ref = await self._submit(spec, task, attempt)
         actor.load += 1
         try:
             return await ref
@@ -436,6 +471,14 @@ class RayRunner(AsyncResource):
                     del self._owned[key]  # recreated from the driver's copy on next use
 
 
+def _current_attempt() -> AttemptContext | None:
+    """The attempt this call is made in, to ship with it; None outside one."""
+    try:
+        return current()
+    except NoAttemptContext:
+        return None
+
+
 class _RaySession:
     """One execution's view of a :class:`RayRunner`: the actors are the runner's."""
 
@@ -450,7 +493,7 @@ class _RaySession:
         await asyncio.to_thread(self._runner.start)
 
     async def call(self, spec: AgentSpec, task: Any) -> Any:
-        return await self._runner.call(spec, task)
+        return await self._runner.call(spec, task, attempt=_current_attempt())
 
     async def aclose(self) -> None:
         pass
