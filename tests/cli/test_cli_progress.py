@@ -16,6 +16,7 @@ from heddle.messaging.message_bus import MessageBus
 from heddle.workflows.executor import WorkflowExecutor
 from heddle.workflows.graph import WorkflowGraph
 from heddle.workflows.resilience import RetryPolicy
+from heddle.workflows.status import RunStatus
 
 
 class _Terminal(io.StringIO):
@@ -90,7 +91,7 @@ async def test_terminal_mode_draws_a_live_panel_and_prints_only_what_needs_atten
     assert "a: started" not in out  # progress is the panel's job, not scrolling lines
     assert "FAILED" in out  # the final panel's status
     assert "4/4" in out
-    assert progress.status == "failed"
+    assert progress.status == RunStatus.FAILED
 
 
 def test_panel_of_a_big_graph_shows_only_the_nodes_in_flight() -> None:
@@ -122,7 +123,7 @@ async def test_cancelled_run_leaves_a_cancelled_panel() -> None:
     with pytest.raises(KeyboardInterrupt):
         async with progress:
             raise KeyboardInterrupt
-    assert progress.status == "cancelled"
+    assert progress.status == RunStatus.CANCELLED
     assert "CANCELLED" in console.file.getvalue()  # type: ignore[attr-defined]
 
 

@@ -1,4 +1,4 @@
-"""Rendering what workflows produce: control characters made visible, and JSON."""
+"""Rendering what workflows produce: control characters made visible, JSON, the status words."""
 
 from __future__ import annotations
 
@@ -6,11 +6,16 @@ import dataclasses
 import io
 import json
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
 import pytest
+from click.testing import CliRunner
 from rich.text import Text
 
-from heddle.cli._render import jsonable, make_console, to_json, visible
+from heddle.cli import cli
+from heddle.cli._render import STATUS_STYLES, jsonable, make_console, node_table, to_json, visible
+from heddle.workflows.status import NodeStatus, RunStatus
 
 ATTACK = "\x1b[2J\x1b]0;pwned\x07"
 
@@ -87,3 +92,37 @@ def test_console_never_prints_a_raw_control_character_from_a_value(stream: io.St
     assert "\x07" not in out
     assert "\x1b[2J" not in out
     assert ("\x1b[31m" in out) == console.is_terminal
+
+
+def test_every_node_and_run_status_has_a_style() -> None:
+    """Each NodeStatus and RunStatus word, and pending, has a colour of its own."""
+    for status in [*NodeStatus, *RunStatus, "pending"]:
+        assert STATUS_STYLES[status]
+    assert "success" not in STATUS_STYLES
+
+
+def test_node_table_shows_a_succeeded_node_with_its_content() -> None:
+    """A succeeded row reads 'succeeded' (the NodeStatus word), its attempts, time and content."""
+    console = make_console(io.StringIO())
+    result: dict[str, Any] = {
+        "content": {"k": 1},
+        "status": NodeStatus.SUCCEEDED,
+        "error": None,
+        "attempts": 2,
+        "duration": 0.5,
+    }
+    with console.capture() as captured:
+        console.print(node_table(["a"], {"a": result}))
+    assert captured.get().splitlines()[2].split() == ["a", "succeeded", "2", "0.50s", '{"k":', "1}"]
+
+
+def test_runs_status_takes_every_run_status_and_nothing_else(tmp_path: Path) -> None:
+    """--status accepts each RunStatus word (interrupted included) and names them on a typo."""
+    db = str(tmp_path / "none.db")
+    for status in RunStatus:
+        result = CliRunner().invoke(cli, ["runs", "--db", db, "--status", status.value])
+        assert result.exit_code == 0, result.output
+        assert f"no runs with status {status.value} recorded" in result.output
+    wrong = CliRunner().invoke(cli, ["runs", "--db", db, "--status", "success"])
+    assert wrong.exit_code == 2
+    assert "'running', 'succeeded', 'failed', 'cancelled', 'interrupted'" in wrong.output

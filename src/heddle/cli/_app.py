@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import sys
-import typing
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,8 +33,8 @@ from heddle.cli._running import (
     require_database,
     run_and_report,
 )
-from heddle.workflows.checkpoint import RunState
 from heddle.workflows.executor import new_workflow_id
+from heddle.workflows.status import RunStatus
 
 __all__ = ["cli", "main"]
 
@@ -236,8 +235,8 @@ def resume(
 )
 @click.option(
     "--status",
-    type=click.Choice(typing.get_args(RunState)),
-    help="Only the runs in this state.",
+    type=click.Choice([status.value for status in RunStatus]),
+    help="Only the runs with this status (interrupted: running, but its process is gone).",
 )
 @click.option("--graph", "graph_name", metavar="NAME", help="Only the runs of this graph.")
 @click.option("--json", "as_json", is_flag=True, help="Print the runs as JSON.")
@@ -247,16 +246,17 @@ def runs(
     ctx: click.Context,
     db: Path | None,
     limit: int,
-    status: RunState | None,
+    status: str | None,
     graph_name: str | None,
     as_json: bool,
 ) -> None:
     """List recent runs, newest first."""
     path = db_path(db)
+    wanted = RunStatus(status) if status is not None else None
     records = []
     if has_runs(path):
         with heddle_logging(_debug(ctx)):
-            records = asyncio.run(read_runs(path, limit, status=status, graph=graph_name))
+            records = asyncio.run(read_runs(path, limit, status=wanted, graph=graph_name))
     if as_json:
         click.echo(to_json([record_json(r, path, with_input=False) for r in records]))
         return

@@ -27,8 +27,9 @@ from heddle.cli._render import (
 )
 from heddle.cli._running import db_args
 from heddle.core.errors import RunNotFoundError
-from heddle.workflows.checkpoint import RunRecord, RunState, SQLiteCheckpointer
+from heddle.workflows.checkpoint import RunRecord, SQLiteCheckpointer
 from heddle.workflows.context import NodeResult
+from heddle.workflows.status import NodeStatus, RunStatus
 
 __all__ = [
     "has_runs",
@@ -72,7 +73,7 @@ def record_json(record: RunRecord, path: Path, *, with_input: bool = True) -> di
 
 
 async def read_runs(
-    path: Path, limit: int, *, status: RunState | None, graph: str | None
+    path: Path, limit: int, *, status: RunStatus | None, graph: str | None
 ) -> list[RunRecord]:
     """The latest ``limit`` runs in ``path`` with that status (as seen now) and graph name."""
     async with SQLiteCheckpointer(path, readonly=True) as checkpointer:
@@ -117,7 +118,7 @@ def print_run(
     head = Text()
     head.append(visible(f"{record.workflow_id}  graph {record.graph_name!r}  ", one_line=True))
     head.append(record.state, style=STATUS_STYLES.get(record.state, ""))
-    if record.state == "running" and record.lease is not None:
+    if record.state == RunStatus.RUNNING and record.lease is not None:
         head.append(visible(f" by {record.lease.owner}", one_line=True))
     console.print(head, soft_wrap=True)
     console.print(
@@ -130,7 +131,7 @@ def print_run(
     if record.input is not None:
         console.print(Text(f"input: {preview(record.input, 100)}"), soft_wrap=True)
     console.print(node_table(record.nodes, results))
-    if record.state not in ("succeeded", "running"):
+    if record.state not in (RunStatus.SUCCEEDED, RunStatus.RUNNING):
         console.print(
             Text(
                 visible(f"resume it: heddle resume {record.workflow_id} FILE.py[:VAR]{db_args(db)}")
@@ -172,7 +173,7 @@ def print_trace(
         )
         console.print(Text(visible(str(result["traceback"]).rstrip("\n"))), soft_wrap=True)
         return
-    elif result["status"] == "failed":
+    elif result["status"] == NodeStatus.FAILED:
         line = f"{name} failed without a recorded traceback: {result.get('error')}"
     else:
         why = f": {result['error']}" if result.get("error") else ""

@@ -27,8 +27,9 @@ from rich.spinner import Spinner
 from rich.table import Table
 from rich.text import Text
 
-from heddle.cli._render import STATUS_STYLES, format_duration, preview, visible
-from heddle.messaging.events import Event
+from heddle.cli._render import PENDING, STATUS_STYLES, format_duration, preview, visible
+from heddle.messaging.events import Event, EventType
+from heddle.workflows.status import RunStatus
 
 __all__ = ["RunProgress"]
 
@@ -37,8 +38,8 @@ SHOW_ALL_NODES = 12
 MAX_ACTIVE_SHOWN = 8
 _REFRESH_SECONDS = 0.1
 
-# Node states, in the order the counts are shown.
-PENDING, RUNNING, DONE, FAILED, SKIPPED = "pending", "running", "done", "failed", "skipped"
+# Where a node stands, as the panel counts it (PENDING is the table's word too), in that order.
+RUNNING, DONE, FAILED, SKIPPED = "running", "done", "failed", "skipped"
 _COUNT_STYLES = {PENDING: "", RUNNING: "cyan", DONE: "green", FAILED: "red", SKIPPED: "yellow"}
 
 
@@ -71,7 +72,7 @@ class RunProgress:
         for name in done:
             self._set(name, DONE, "recorded earlier")
         self.retries = 0
-        self.status: str | None = None  # the run's final status, from workflow.finished
+        self.status: str | None = None  # the run's final RunStatus, from workflow.finished
         self.live_mode = console.is_terminal
         self._width = min(max((len(_shown(n)) for n in self.nodes), default=4), 24)
         self._started = time.perf_counter()
@@ -99,35 +100,35 @@ class RunProgress:
         kind, p = event.event_type, event.payload
         node = str(p.get("node", ""))
         line: str | None = None
-        if kind == "node.started":
+        if kind == EventType.NODE_STARTED:
             attempt = int(p.get("attempt", 1))
             self._set(node, RUNNING, f"attempt {attempt}" if attempt > 1 else "")
             line = "started" + (f" (attempt {attempt})" if attempt > 1 else "")
-        elif kind == "node.succeeded":
+        elif kind == EventType.NODE_SUCCEEDED:
             attempts = int(p.get("attempts", 1))
             took = format_duration(p.get("duration"))
             self._set(node, DONE, took)
             line = f"done in {took}" + (f" after {attempts} attempts" if attempts > 1 else "")
-        elif kind == "node.retrying":
+        elif kind == EventType.NODE_RETRYING:
             self.retries += 1
             delay = float(p.get("delay", 0.0))
             self._set(node, PENDING, f"retry in {delay:.2f}s")
             line = f"attempt {p.get('attempt')} failed: {p.get('error')}; retrying in {delay:.2f}s"
-        elif kind == "node.failed":
+        elif kind == EventType.NODE_FAILED:
             attempts = int(p.get("attempts", 0))
             self._set(node, FAILED, preview(p.get("error"), 40))
             plural = "s" if attempts != 1 else ""
             line = f"failed after {attempts} attempt{plural}: {p.get('error')}"
-        elif kind == "node.skipped":
+        elif kind == EventType.NODE_SKIPPED:
             self._set(node, SKIPPED, preview(p.get("reason"), 40))
             line = f"skipped: {p.get('reason')}"
         elif kind.startswith("circuit."):
             state = kind.split(".", 1)[1].replace("_", "-")
             self._note(f"circuit breaker of agent {p.get('agent')!r} {state}", "yellow")
-        elif kind == "workflow.started":
+        elif kind == EventType.WORKFLOW_STARTED:
             if self.header is not None:
                 self.console.print(Text(visible(self.header)), soft_wrap=True)
-        elif kind == "workflow.finished":
+        elif kind == EventType.WORKFLOW_FINISHED:
             self.status = str(p.get("status"))
         if line is not None:
             self._node_line(kind, node, line)
@@ -144,9 +145,9 @@ class RunProgress:
         node, text = _shown(node), visible(text, one_line=True)
         if self.live_mode:
             # On a terminal the panel shows progress; only what needs attention scrolls by.
-            if kind not in ("node.retrying", "node.failed"):
+            if kind not in (EventType.NODE_RETRYING, EventType.NODE_FAILED):
                 return
-            style = "red" if kind == "node.failed" else "yellow"
+            style = "red" if kind == EventType.NODE_FAILED else "yellow"
             self.console.print(Text(f"{node}: {text}", style=style), soft_wrap=True)
             return
         self.console.print(
@@ -174,7 +175,7 @@ class RunProgress:
                 Text(format_duration(self.elapsed)),
             )
         else:
-            ok = self.status == "succeeded"
+            ok = self.status == RunStatus.SUCCEEDED
             head.add_row(
                 Text("OK" if ok else self.status.upper(), style="green" if ok else "red"),
                 Text(_shown(self.graph_name), style="bold"),
@@ -258,7 +259,7 @@ class RunProgress:
             self._ticker = None
         if self._live is not None:
             if self.status is None and exc_type is not None:
-                self.status = "cancelled"
+                self.status = RunStatus.CANCELLED
             self._live.refresh()
             self._live.stop()
             self._live = None

@@ -31,8 +31,10 @@ from rich.text import Text
 
 from heddle.workflows.checkpoint import RunRecord
 from heddle.workflows.context import NodeResult
+from heddle.workflows.status import NodeStatus, RunStatus
 
 __all__ = [
+    "PENDING",
     "STATUS_STYLES",
     "format_duration",
     "format_time",
@@ -48,15 +50,19 @@ __all__ = [
 
 PREVIEW_CHARS = 60
 
-STATUS_STYLES = {
-    "success": "green",
-    "succeeded": "green",
-    "failed": "red",
-    "skipped": "yellow",
-    "cancelled": "yellow",
-    "interrupted": "magenta",
-    "running": "cyan",
-    "pending": "dim",
+#: What a node with no result yet is shown as: not a status, nothing has happened to it.
+PENDING = "pending"
+
+# Keyed by the enum members; NodeStatus and RunStatus share "succeeded" and "failed"
+# (StrEnum members hash as their strings), so each word has one style at both levels.
+STATUS_STYLES: dict[str, str] = {
+    NodeStatus.SUCCEEDED: "green",
+    NodeStatus.FAILED: "red",
+    NodeStatus.SKIPPED: "yellow",
+    RunStatus.RUNNING: "cyan",
+    RunStatus.CANCELLED: "yellow",
+    RunStatus.INTERRUPTED: "magenta",
+    PENDING: "dim",
 }
 
 # -- control characters ------------------------------------------------------------------
@@ -227,7 +233,7 @@ def node_json(name: str, result: Mapping[str, Any] | None) -> dict[str, Any]:
     result = result or {}
     return {
         "node": name,
-        "status": result.get("status", "pending"),
+        "status": result.get("status", PENDING),
         "attempts": result.get("attempts", 0),
         "duration": result.get("duration"),
         "error": result.get("error"),
@@ -269,11 +275,11 @@ def node_table(
     for name in names:
         result = results.get(name)
         if result is None:
-            table.add_row(_name(name), _status("pending"), "-", "-", Text(""))
+            table.add_row(_name(name), _status(PENDING), "-", "-", Text(""))
             continue
         status = str(result.get("status"))
         resumed = bool(result.get("resumed"))
-        if status == "success":
+        if status == NodeStatus.SUCCEEDED:
             shown = _cell(preview(result.get("content")))
         else:
             shown = _cell(preview(result.get("error") or ""), STATUS_STYLES.get(status, ""))

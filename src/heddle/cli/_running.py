@@ -14,7 +14,8 @@ import logging
 import shlex
 import signal
 import sys
-from collections.abc import Coroutine, Iterator, Mapping
+from collections import Counter
+from collections.abc import Coroutine, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -42,6 +43,7 @@ from heddle.workflows.codec import recorded_types
 from heddle.workflows.context import NodeResult
 from heddle.workflows.executor import WorkflowExecutor, WorkflowResult
 from heddle.workflows.graph import WorkflowGraph
+from heddle.workflows.status import NodeStatus, RunStatus
 
 __all__ = [
     "OutputFormat",
@@ -162,7 +164,11 @@ async def _follow(
             if fingerprint != record.fingerprint and not force:
                 raise GraphMismatchError(workflow_id, record.fingerprint, fingerprint)
             recorded = await checkpointer.node_results(workflow_id, types=types.nodes)
-            done = [n for n, r in recorded.items() if r.get("status") == "success" and n in graph]
+            done = [
+                n
+                for n, r in recorded.items()
+                if r.get("status") == NodeStatus.SUCCEEDED and n in graph
+            ]
             _resume_header(console, record, graph, len(done))
         elif record is not None:
             raise usage_error(
@@ -190,9 +196,9 @@ async def _follow(
 
 
 def _resume_header(console: Console, record: RunRecord, graph: WorkflowGraph, done: int) -> None:
-    if record.state == "running":
+    if record.state == RunStatus.RUNNING:
         return  # another live process holds it: the executor refuses, with its owner
-    if record.state == "succeeded":
+    if record.state == RunStatus.SUCCEEDED:
         what = "it succeeded; nothing to run"
     else:
         what = f"{done} of {len(graph)} nodes recorded done, {len(graph) - done} to run"
@@ -282,7 +288,7 @@ def _print_value(console: Console, value: Any) -> None:
 
 
 def _print_output(console: Console, result: WorkflowResult, outputs: list[str]) -> None:
-    done = [n for n in outputs if result.results[n]["status"] == "success"]
+    done = [n for n in outputs if result.results[n]["status"] == NodeStatus.SUCCEEDED]
     for name in done[:MAX_OUTPUTS_SHOWN]:
         console.print()
         title = "output" if len(outputs) == 1 else f"output of {name}"
@@ -303,7 +309,7 @@ def _print_output(console: Console, result: WorkflowResult, outputs: list[str]) 
 def _print_tracebacks(console: Console, results: Mapping[str, NodeResult]) -> None:
     """Each failed node's recorded traceback (for --debug), or why there is none."""
     for name, result in results.items():
-        if result["status"] != "failed":
+        if result["status"] != NodeStatus.FAILED:
             continue
         console.print()
         recorded, kind = result.get("traceback"), result.get("error_type")
@@ -314,6 +320,14 @@ def _print_tracebacks(console: Console, results: Mapping[str, NodeResult]) -> No
         console.print(Text(visible(head, one_line=True), style="red"), soft_wrap=True)
         if recorded:
             console.print(Text(visible(recorded.rstrip("\n"))), soft_wrap=True)
+
+
+def _summary(results: Iterable[NodeResult]) -> list[str]:
+    """``["3 done", "1 failed", "1 skipped"]``, the zero counts but done left out."""
+    counts = Counter(node["status"] for node in results)
+    parts = [f"{counts[NodeStatus.SUCCEEDED]} done"]
+    words = (NodeStatus.FAILED, NodeStatus.SKIPPED)
+    return parts + [f"{counts[word]} {word}" for word in words if counts[word]]
 
 
 def _report_result(
@@ -328,7 +342,8 @@ def _report_result(
 ) -> None:
     names = list(result.results)
     if len(names) > MAX_TABLE_ROWS:
-        names = [n for n in names if result.results[n]["status"] != "success"][:MAX_TABLE_ROWS]
+        names = [n for n in names if result.results[n]["status"] != NodeStatus.SUCCEEDED]
+        names = names[:MAX_TABLE_ROWS]
     console.print()
     console.print(node_table(names, result.results))
     hidden = len(result.results) - len(names)
@@ -336,11 +351,7 @@ def _report_result(
         console.print(
             Text(f"({hidden} more nodes not listed: heddle show {result.workflow_id})", style="dim")
         )
-    counts = {"success": 0, "failed": 0, "skipped": 0}
-    for node in result.results.values():
-        counts[node["status"]] = counts.get(node["status"], 0) + 1
-    parts = [f"{counts['success']} done"]
-    parts += [f"{counts[s]} {s}" for s in ("failed", "skipped") if counts[s]]
+    parts = _summary(result.results.values())
     if progress.retries:
         parts.append(f"{progress.retries} retr{'y' if progress.retries == 1 else 'ies'}")
     line = Text()
