@@ -16,11 +16,15 @@ from rich.text import Text
 
 from heddle.cli._errors import usage_error
 from heddle.cli._render import (
+    EDGE_EXHAUSTED,
     STATUS_STYLES,
     format_duration,
     format_time,
+    iteration_of,
     jsonable,
+    loop_bound_text,
     node_json,
+    node_label,
     node_table,
     preview,
     visible,
@@ -114,7 +118,10 @@ def print_run(
     events: list[dict[str, Any]],
     db: Path | None,
 ) -> None:
-    """``heddle show``: the run's header, its nodes in a table, how to resume it."""
+    """``heddle show``: the run's header, its nodes in a table, loops cut short, how to resume it.
+
+    A node's row is its latest iteration (``write #3``).
+    """
     head = Text()
     head.append(visible(f"{record.workflow_id}  graph {record.graph_name!r}  ", one_line=True))
     head.append(record.state, style=STATUS_STYLES.get(record.state, ""))
@@ -131,6 +138,10 @@ def print_run(
     if record.input is not None:
         console.print(Text(f"input: {preview(record.input, 100)}"), soft_wrap=True)
     console.print(node_table(record.nodes, results))
+    for event in events:
+        if event.get("event_type") == EDGE_EXHAUSTED:
+            payload = event.get("payload") or {}
+            console.print(Text(loop_bound_text(payload), style="yellow"), soft_wrap=True)
     if record.state not in (RunStatus.SUCCEEDED, RunStatus.RUNNING):
         console.print(
             Text(
@@ -154,7 +165,7 @@ def print_trace(
             known = f" (its nodes: {listed}{f', and {more} more' if more > 0 else ''})"
         raise usage_error(f"run {record.workflow_id!r} has no node {node!r}{known}")
     result = results.get(node)
-    name = f"node {node!r} of run {record.workflow_id}"
+    name = f"node {node_label(repr(node), iteration_of(result or {}))} of run {record.workflow_id}"
     if result is None:
         line = f"{name} has no result yet (pending): no traceback recorded"
     elif result.get("traceback"):

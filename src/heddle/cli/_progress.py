@@ -7,6 +7,15 @@ it as they happen. Anywhere else (a pipe, a CI log): one plain line per node
 event and no control codes at all. Names, errors and reasons come from the
 workflow and are shown through :func:`~heddle.cli._render.visible`.
 
+Loops and branches: a node event of a later run names the run (``write #2``,
+iteration 1), a routing node's success names the branches it took
+(``triage  done in 0.10s → billing``), and a loop that stopped at its bound
+says so (``review → write: loop bound reached (3 iterations)``). The counts
+are of nodes, by where each stands now: a node running again after it
+succeeded is running, not done twice, and the bar's total is the number of
+nodes however many times they run. A node skipped because no edge into it
+was taken counts as "not taken", apart from the skips a failure caused.
+
 The bus calls :meth:`RunProgress.on_event` inline on the event loop, and the
 panel is redrawn by a task on the same loop, so the counts need no lock.
 """
@@ -27,9 +36,23 @@ from rich.spinner import Spinner
 from rich.table import Table
 from rich.text import Text
 
-from heddle.cli._render import PENDING, STATUS_STYLES, format_duration, preview, visible
+from heddle.cli._render import (
+    EDGE_EXHAUSTED,
+    NOT_TAKEN,
+    NOT_TAKEN_STYLE,
+    PENDING,
+    STATUS_STYLES,
+    format_duration,
+    is_not_taken,
+    iteration_of,
+    loop_bound_text,
+    node_label,
+    preview,
+    route,
+    visible,
+)
 from heddle.messaging.events import Event, EventType
-from heddle.workflows.status import RunStatus
+from heddle.workflows.status import NodeStatus, RunStatus
 
 __all__ = ["RunProgress"]
 
@@ -38,9 +61,19 @@ SHOW_ALL_NODES = 12
 MAX_ACTIVE_SHOWN = 8
 _REFRESH_SECONDS = 0.1
 
-# Where a node stands, as the panel counts it (PENDING is the table's word too), in that order.
+# Where a node stands, as the panel counts it (PENDING and NOT_TAKEN are the table's words).
 RUNNING, DONE, FAILED, SKIPPED = "running", "done", "failed", "skipped"
-_COUNT_STYLES = {PENDING: "", RUNNING: "cyan", DONE: "green", FAILED: "red", SKIPPED: "yellow"}
+_STATES = (PENDING, RUNNING, DONE, FAILED, SKIPPED, NOT_TAKEN)  # in the order shown
+_FINISHED = (DONE, FAILED, SKIPPED, NOT_TAKEN)
+_COUNT_STYLES = {
+    PENDING: "",
+    RUNNING: "cyan",
+    DONE: "green",
+    FAILED: "red",
+    SKIPPED: "yellow",
+    NOT_TAKEN: NOT_TAKEN_STYLE,
+}
+_SYMBOLS = {PENDING: ".", DONE: "+", FAILED: "x", SKIPPED: "-", NOT_TAKEN: "-"}
 
 
 class RunProgress:
@@ -68,6 +101,7 @@ class RunProgress:
         self.nodes = list(nodes)
         self.state: dict[str, str] = dict.fromkeys(self.nodes, PENDING)
         self.detail: dict[str, str] = {}
+        self.iteration: dict[str, int] = {}  # the latest run of each node that ran again
         self.counts: Counter[str] = Counter({PENDING: len(self.nodes)})
         for name in done:
             self._set(name, DONE, "recorded earlier")
@@ -99,6 +133,8 @@ class RunProgress:
         """Follow one executor event (subscribe this to ``"*"`` on the run's bus)."""
         kind, p = event.event_type, event.payload
         node = str(p.get("node", ""))
+        if kind.startswith("node."):
+            self.iteration[node] = iteration_of(p)
         line: str | None = None
         if kind == EventType.NODE_STARTED:
             attempt = int(p.get("attempt", 1))
@@ -107,8 +143,10 @@ class RunProgress:
         elif kind == EventType.NODE_SUCCEEDED:
             attempts = int(p.get("attempts", 1))
             took = format_duration(p.get("duration"))
-            self._set(node, DONE, took)
+            branches = f" {route(p['taken'])}" if "taken" in p else ""
+            self._set(node, DONE, took + branches)
             line = f"done in {took}" + (f" after {attempts} attempts" if attempts > 1 else "")
+            line += branches
         elif kind == EventType.NODE_RETRYING:
             self.retries += 1
             delay = float(p.get("delay", 0.0))
@@ -120,8 +158,16 @@ class RunProgress:
             plural = "s" if attempts != 1 else ""
             line = f"failed after {attempts} attempt{plural}: {p.get('error')}"
         elif kind == EventType.NODE_SKIPPED:
-            self._set(node, SKIPPED, preview(p.get("reason"), 40))
-            line = f"skipped: {p.get('reason')}"
+            reason = str(p.get("reason"))
+            if is_not_taken({"status": NodeStatus.SKIPPED, "error": reason}):
+                # The state says "not taken" already; the detail is the why.
+                self._set(node, NOT_TAKEN, preview(reason.split(":", 1)[1], 40))
+                line = reason
+            else:
+                self._set(node, SKIPPED, preview(reason, 40))
+                line = f"skipped: {reason}"
+        elif kind == EDGE_EXHAUSTED:
+            self._note(loop_bound_text(p), "yellow")
         elif kind.startswith("circuit."):
             state = kind.split(".", 1)[1].replace("_", "-")
             self._note(f"circuit breaker of agent {p.get('agent')!r} {state}", "yellow")
@@ -142,7 +188,7 @@ class RunProgress:
         )
 
     def _node_line(self, kind: str, node: str, text: str) -> None:
-        node, text = _shown(node), visible(text, one_line=True)
+        node, text = self._label(node), visible(text, one_line=True)
         if self.live_mode:
             # On a terminal the panel shows progress; only what needs attention scrolls by.
             if kind not in (EventType.NODE_RETRYING, EventType.NODE_FAILED):
@@ -150,14 +196,20 @@ class RunProgress:
             style = "red" if kind == EventType.NODE_FAILED else "yellow"
             self.console.print(Text(f"{node}: {text}", style=style), soft_wrap=True)
             return
+        self._width = max(self._width, len(node))  # a later run's "write #2" widens it
         self.console.print(
             Text(f"{self.elapsed:7.2f}s  {node:<{self._width}}  {text}"), soft_wrap=True
         )
 
+    def _label(self, node: str) -> str:
+        return node_label(node, self.iteration.get(node, 0))
+
     def summary(self) -> str:
-        """``3 done, 1 failed, 2 skipped, 1 retry`` (the zero counts left out, done kept)."""
+        """``3 done, 1 failed, 2 skipped, 1 not taken, 1 retry`` (no zero count but done)."""
         parts = [f"{self.counts[DONE]} done"]
-        parts += [f"{self.counts[s]} {s}" for s in (FAILED, SKIPPED, PENDING) if self.counts[s]]
+        parts += [
+            f"{self.counts[s]} {s}" for s in (FAILED, SKIPPED, NOT_TAKEN, PENDING) if self.counts[s]
+        ]
         if self.retries:
             parts.append(f"{self.retries} retr{'y' if self.retries == 1 else 'ies'}")
         return ", ".join(parts)
@@ -165,7 +217,7 @@ class RunProgress:
     def render(self) -> RenderableType:
         """The live panel."""
         total = len(self.nodes)
-        finished = self.counts[DONE] + self.counts[FAILED] + self.counts[SKIPPED]
+        finished = sum(self.counts[state] for state in _FINISHED)
         head = Table.grid(padding=(0, 1))
         if self.status is None:
             head.add_row(
@@ -188,7 +240,7 @@ class RunProgress:
             Text(f"{finished}/{total}"),
         )
         counts = Text()
-        for state in (PENDING, RUNNING, DONE, FAILED, SKIPPED):
+        for state in _STATES:
             counts.append(f"{state} ", style="dim")
             counts.append(f"{self.counts[state]}  ", style=_COUNT_STYLES[state])
         counts.append("retries ", style="dim")
@@ -212,12 +264,11 @@ class RunProgress:
             if state == RUNNING:
                 mark = Spinner("dots", style="cyan")
             else:
-                symbol = {PENDING: ".", DONE: "+", FAILED: "x", SKIPPED: "-"}[state]
-                mark = Text(symbol, style=_COUNT_STYLES[state] or "dim")
-            style = STATUS_STYLES.get(state, "") if state != DONE else "green"
+                mark = Text(_SYMBOLS[state], style=_COUNT_STYLES[state] or "dim")
+            style = STATUS_STYLES.get(state) or _COUNT_STYLES[state]
             grid.add_row(
                 mark,
-                Text(_shown(name), style="" if state == RUNNING else "dim"),
+                Text(self._label(name), style="" if state == RUNNING else "dim"),
                 Text(state, style=style),
                 Text(self.detail.get(name, ""), style="dim"),
             )

@@ -9,6 +9,13 @@ once more to whatever it prints (its own cursor and colour codes excepted),
 so a call site that forgets cannot leak a control code. User strings reach
 rich as :class:`~rich.text.Text`, never as markup, so ``[red]`` in a result is
 printed as it is.
+
+Loops and branches, in tables and in the live progress: a node's later runs
+carry their number, ``write #3`` (the third run of ``write``: iteration 2;
+a node that ran once has none); a routing node shows the branches it took,
+``→ billing`` (``→ (none)`` when it took none); a node skipped because no
+edge into it was taken is shown dim, as the graph's choice, while a node
+skipped because something upstream failed keeps the warning colour.
 """
 
 from __future__ import annotations
@@ -34,21 +41,32 @@ from heddle.workflows.context import NodeResult
 from heddle.workflows.status import NodeStatus, RunStatus
 
 __all__ = [
+    "EDGE_EXHAUSTED",
+    "NOT_TAKEN",
+    "NOT_TAKEN_STYLE",
     "PENDING",
     "STATUS_STYLES",
     "format_duration",
     "format_time",
+    "is_not_taken",
+    "iteration_of",
     "jsonable",
+    "loop_bound_text",
     "make_console",
     "node_json",
+    "node_label",
     "node_table",
     "preview",
+    "route",
     "runs_table",
     "to_json",
     "visible",
 ]
 
 PREVIEW_CHARS = 60
+
+# TODO: EventType.EDGE_EXHAUSTED (the same string) once heddle.messaging.events has it.
+EDGE_EXHAUSTED = "edge.exhausted"
 
 #: What a node with no result yet is shown as: not a status, nothing has happened to it.
 PENDING = "pending"
@@ -64,6 +82,14 @@ STATUS_STYLES: dict[str, str] = {
     RunStatus.INTERRUPTED: "magenta",
     PENDING: "dim",
 }
+
+#: A node skipped because no edge into it was taken: the graph's choice, not a problem.
+NOT_TAKEN = "not taken"
+NOT_TAKEN_STYLE = "dim"
+_ROUTE_STYLE = "cyan"
+
+# The executor's error for such a skip starts with this, then names the edge's source.
+_NOT_TAKEN_PREFIX = "not taken:"
 
 # -- control characters ------------------------------------------------------------------
 
@@ -228,45 +254,109 @@ def format_time(moment: datetime | None) -> str:
     return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S")
 
 
+def iteration_of(data: Mapping[str, Any]) -> int:
+    """The ``iteration`` of a node result or a node event's payload: 0 if it has none."""
+    value = data.get("iteration", 0)
+    return value if type(value) is int and value > 0 else 0
+
+
+def node_label(name: str, iteration: int = 0) -> str:
+    """``write``, or ``write #3`` for its third run (iteration 2); escapes visible."""
+    shown = visible(name, one_line=True)
+    return f"{shown} #{iteration + 1}" if iteration > 0 else shown
+
+
+def route(taken: Iterable[Any]) -> str:
+    """Where a routing node sent the run: ``→ billing``, ``→ billing, refund``, ``→ (none)``."""
+    names = [visible(str(target), one_line=True) for target in taken]
+    return "→ " + (", ".join(names) if names else "(none)")
+
+
+def is_not_taken(result: Mapping[str, Any]) -> bool:
+    """Whether a node was skipped because no edge into it was taken (not because of a failure)."""
+    error = result.get("error")
+    return (
+        result.get("status") == NodeStatus.SKIPPED
+        and isinstance(error, str)
+        and error.startswith(_NOT_TAKEN_PREFIX)
+    )
+
+
+def loop_bound_text(payload: Mapping[str, Any]) -> str:
+    """An ``edge.exhausted`` event: ``review → write: loop bound reached (3 iterations)``."""
+    source = visible(str(payload.get("source")), one_line=True)
+    target = visible(str(payload.get("target")), one_line=True)
+    bound = payload.get("max_iterations")
+    return f"{source} → {target}: loop bound reached ({bound} iterations)"
+
+
 def node_json(name: str, result: Mapping[str, Any] | None) -> dict[str, Any]:
-    """One node as ``show --json`` and ``run --output json`` print it (pending if no result)."""
+    """One node as ``show --json`` and ``run --output json`` print it (pending if no result).
+
+    ``iteration`` and ``taken`` are there when the result has them (a node of
+    a loop, a routing node).
+    """
     result = result or {}
-    return {
-        "node": name,
-        "status": result.get("status", PENDING),
+    doc: dict[str, Any] = {"node": name, "status": result.get("status", PENDING)}
+    if "iteration" in result:
+        doc["iteration"] = result["iteration"]
+    doc |= {
         "attempts": result.get("attempts", 0),
         "duration": result.get("duration"),
         "error": result.get("error"),
         "error_type": result.get("error_type"),
         "traceback": result.get("traceback"),
-        "content": jsonable(result.get("content")),
     }
+    if "taken" in result:
+        doc["taken"] = jsonable(result["taken"])
+    doc["content"] = jsonable(result.get("content"))
+    return doc
 
 
 # -- tables -------------------------------------------------------------------------------
 
 
-def _status(status: str, note: str = "") -> Text:
-    return Text(status + note, style=STATUS_STYLES.get(status, ""))
+def _status(status: str, note: str = "", *, style: str | None = None) -> Text:
+    return Text(status + note, style=STATUS_STYLES.get(status, "") if style is None else style)
 
 
 def _cell(text: str, style: str = "") -> Text:
     return Text(text, style=style, no_wrap=True, overflow="ellipsis")
 
 
-def _name(name: str) -> Text:
-    return Text(visible(name, one_line=True))
+def _name(name: str, iteration: int = 0) -> Text:
+    text = Text(visible(name, one_line=True))
+    if iteration > 0:
+        text.append(f" #{iteration + 1}", style="dim")
+    return text
+
+
+def _outcome(result: Mapping[str, Any], status: str) -> Text:
+    """The result column: the branches taken and the content, or the error."""
+    if status != NodeStatus.SUCCEEDED:
+        style = NOT_TAKEN_STYLE if is_not_taken(result) else STATUS_STYLES.get(status, "")
+        return _cell(preview(result.get("error") or ""), style)
+    shown = _cell("")
+    if "taken" in result:
+        shown.append(route(result["taken"]), style=_ROUTE_STYLE)
+        shown.append("  ")
+    shown.append(preview(result.get("content")))
+    return shown
 
 
 def node_table(
     names: Sequence[str], results: Mapping[str, NodeResult], *, title: str | None = None
 ) -> Table:
-    """One row per node of ``names``, in that order; a node without a result is ``pending``."""
+    """One row per node of ``names``, in that order; a node without a result is ``pending``.
+
+    A node's row is its latest run: ``write #3`` when it ran three times.
+    """
     table = Table(
         title=title, box=box.SIMPLE_HEAD, title_justify="left", pad_edge=False, show_edge=False
     )
     # The fixed columns keep their width; the result takes what is left, cut with an ellipsis.
-    node_width = min(max((len(visible(n, one_line=True)) for n in names), default=4), 32)
+    labels = [node_label(n, iteration_of(results.get(n) or {})) for n in names]
+    node_width = min(max(map(len, labels), default=4), 32)
     table.add_column("node", no_wrap=True, min_width=node_width)
     table.add_column("status", no_wrap=True, min_width=7)
     table.add_column("attempts", justify="right", no_wrap=True, min_width=8)
@@ -279,16 +369,16 @@ def node_table(
             continue
         status = str(result.get("status"))
         resumed = bool(result.get("resumed"))
-        if status == NodeStatus.SUCCEEDED:
-            shown = _cell(preview(result.get("content")))
-        else:
-            shown = _cell(preview(result.get("error") or ""), STATUS_STYLES.get(status, ""))
         table.add_row(
-            _name(name),
-            _status(status, " (resumed)" if resumed else ""),
+            _name(name, iteration_of(result)),
+            _status(
+                status,
+                " (resumed)" if resumed else "",
+                style=NOT_TAKEN_STYLE if is_not_taken(result) else None,
+            ),
             str(result.get("attempts", "-")),
             format_duration(result.get("duration")) if not resumed else "-",
-            shown,
+            _outcome(result, status),
         )
     return table
 

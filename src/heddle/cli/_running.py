@@ -27,8 +27,10 @@ from rich.text import Text
 from heddle.cli._errors import CLIError, one_line, usage_error
 from heddle.cli._progress import RunProgress
 from heddle.cli._render import (
+    NOT_TAKEN,
     STATUS_STYLES,
     format_duration,
+    is_not_taken,
     jsonable,
     make_console,
     node_json,
@@ -322,11 +324,18 @@ def _print_tracebacks(console: Console, results: Mapping[str, NodeResult]) -> No
             console.print(Text(visible(recorded.rstrip("\n"))), soft_wrap=True)
 
 
+def _notable(result: NodeResult) -> bool:
+    """Whether a node's row is worth a line in a long table: it failed, or a failure skipped it."""
+    return result["status"] != NodeStatus.SUCCEEDED and not is_not_taken(result)
+
+
 def _summary(results: Iterable[NodeResult]) -> list[str]:
-    """``["3 done", "1 failed", "1 skipped"]``, the zero counts but done left out."""
-    counts = Counter(node["status"] for node in results)
+    """``["3 done", "1 failed", "1 skipped", "2 not taken"]``, the zero counts but done left out."""
+    counts: Counter[str] = Counter()
+    for node in results:
+        counts[NOT_TAKEN if is_not_taken(node) else node["status"]] += 1
     parts = [f"{counts[NodeStatus.SUCCEEDED]} done"]
-    words = (NodeStatus.FAILED, NodeStatus.SKIPPED)
+    words = (NodeStatus.FAILED, NodeStatus.SKIPPED, NOT_TAKEN)
     return parts + [f"{counts[word]} {word}" for word in words if counts[word]]
 
 
@@ -342,8 +351,7 @@ def _report_result(
 ) -> None:
     names = list(result.results)
     if len(names) > MAX_TABLE_ROWS:
-        names = [n for n in names if result.results[n]["status"] != NodeStatus.SUCCEEDED]
-        names = names[:MAX_TABLE_ROWS]
+        names = [n for n in names if _notable(result.results[n])][:MAX_TABLE_ROWS]
     console.print()
     console.print(node_table(names, result.results))
     hidden = len(result.results) - len(names)
