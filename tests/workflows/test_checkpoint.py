@@ -31,10 +31,12 @@ from heddle.workflows.checkpoint import (
     Checkpointer,
     RunLease,
     RunRecord,
+    RunStatus,
     SQLiteCheckpointer,
     default_database_path,
 )
 from heddle.workflows.context import NodeResult
+from heddle.workflows.status import NodeStatus
 
 NO_RETRY = RetryPolicy(max_attempts=1)
 
@@ -83,7 +85,10 @@ async def test_a_durable_run_records_the_run_its_results_and_events(tmp_path: Pa
         assert record.fingerprint == pipeline(Recorder()).fingerprint()
         assert record.duration is not None and record.duration >= 0
         stored = await cp.node_results("run-1")
-        assert stored == {name: dict(r) for name, r in result.results.items()}
+        assert list(stored) == list(result.results)
+        for name, r in stored.items():
+            assert r["content"] == result.results[name]["content"]
+            assert (r["status"], r["iteration"]) == (NodeStatus.SUCCEEDED, 0)
         events = await cp.events("run-1")
         assert events[0]["event_type"] == "workflow.started"
         assert events[-1]["event_type"] == "workflow.finished"
@@ -119,13 +124,17 @@ class SlowCheckpointer(SQLiteCheckpointer):
         node: str,
         result: NodeResult,
         *,
+        iteration: int = 0,
+        item: int | None = None,
         wait: bool = True,
         owner: str | None = None,
     ) -> None:
         if wait:
             self.holding.set()
             await self.release.wait()
-        await super().save_node(workflow_id, node, result, wait=wait, owner=owner)
+        await super().save_node(
+            workflow_id, node, result, iteration=iteration, item=item, wait=wait, owner=owner
+        )
         self.saved.append(node)
 
 
@@ -239,7 +248,7 @@ async def test_a_non_json_result_fails_its_node_naming_it(tmp_path: Path) -> Non
     assert "result['content']['handle']" in bad["error"]
     assert bad["content"] == {"handle": lock}  # the work is not lost
     assert result.results["after"]["status"] == "skipped"
-    assert result.results["fine"]["status"] == "success"
+    assert result.results["fine"]["status"] == "succeeded"
     assert (stored["bad"]["status"], stored["bad"]["content"]) == ("failed", None)
 
 
@@ -320,9 +329,8 @@ async def test_closed_checkpointer_refuses_writes(tmp_path: Path) -> None:
     await cp.list_runs()
     await cp.aclose()
     await cp.aclose()
-    result = NodeResult(content=1, status="success", error=None, attempts=1, duration=0.0)
     with pytest.raises(CheckpointError, match="closed"):
-        await cp.save_node("w", "n", result)
+        await cp.save_node("w", "n", done(1))
 
 
 async def test_a_file_that_is_not_a_database_is_refused_and_left_untouched(
@@ -380,15 +388,20 @@ async def test_many_concurrent_saves_share_commits(tmp_path: Path) -> None:
         return original(batch)
 
     cp._write_sync = counting  # type: ignore[method-assign]
-    result = NodeResult(content=1, status="success", error=None, attempts=1, duration=0.0)
-    await asyncio.gather(*(cp.save_node("w", f"n{i}", result) for i in range(200)))
+    await asyncio.gather(*(cp.save_node("w", f"n{i}", done(1)) for i in range(200)))
     assert len(await cp.node_results("w")) == 200
     assert commits < 50
     await cp.aclose()
 
 
 def done(content: Any) -> NodeResult:
-    return NodeResult(content=content, status="success", error=None, attempts=1, duration=0.0)
+    return NodeResult(
+        content=content,
+        status=NodeStatus.SUCCEEDED,
+        error=None,
+        attempts=1,
+        duration=0.0,
+    )
 
 
 def sql(db: Path, statement: str, params: tuple[Any, ...] = ()) -> list[Any]:
@@ -438,9 +451,29 @@ async def test_writes_nobody_waited_for_are_recorded_when_the_checkpointer_close
 # -- the schema's version -----------------------------------------------------------------
 
 
+def downgrade(db: Path, version: int) -> None:
+    """Make ``db`` what heddle wrote at schema ``version`` (1, or 0: before versions).
+
+    One result row per node (iteration 0), whose status reads "success" where it
+    says "succeeded" now, in the column and in the stored result.
+    """
+    with contextlib.closing(sqlite3.connect(db)) as conn, conn:
+        conn.execute("ALTER TABLE heddle_node_results RENAME TO heddle_node_results_v2")
+        conn.execute(V1_NODE_RESULTS)
+        conn.execute(
+            "INSERT INTO heddle_node_results SELECT workflow_id, node, "
+            "CASE status WHEN 'succeeded' THEN 'success' ELSE status END, "
+            "CASE json_extract(result, '$.status') WHEN 'succeeded' "
+            "THEN json_set(result, '$.status', 'success') ELSE result END, seq "
+            "FROM heddle_node_results_v2 WHERE iteration = 0 AND item = -1"
+        )
+        conn.execute("DROP TABLE heddle_node_results_v2")
+        conn.execute(f"PRAGMA user_version = {version}")
+
+
 def unversion(db: Path) -> None:
     """Make ``db`` what heddle wrote before schemas had a version."""
-    sql(db, "PRAGMA user_version = 0")
+    downgrade(db, 0)
 
 
 def before_leases(db: Path) -> None:
@@ -466,6 +499,28 @@ async def test_a_new_database_records_its_schema_version(tmp_path: Path) -> None
     async with SQLiteCheckpointer(db) as cp:
         await cp.list_runs()
     assert sql(db, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+
+
+async def test_a_database_from_before_schema_versions_is_migrated(tmp_path: Path) -> None:
+    """Version 0 with heddle's tables: brought up to date; its results read as before."""
+    db = tmp_path / "runs.db"
+    workflow_id = await failed_run(db, Recorder())
+    unversion(db)
+    assert sql(db, "SELECT DISTINCT status FROM heddle_node_results ORDER BY 1") == [
+        ("failed",),
+        ("skipped",),
+        ("success",),
+    ]
+    async with SQLiteCheckpointer(db) as cp:
+        results = await cp.node_results(workflow_id)
+        (record,) = await cp.list_runs()
+    assert sql(db, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+    assert {n: r["status"] for n, r in results.items() if n in ("fetch", "left")} == {
+        "fetch": NodeStatus.SUCCEEDED,
+        "left": NodeStatus.SUCCEEDED,
+    }
+    assert results["left"]["content"] == "left(fetch(q))"
+    assert record.nodes_done == 2
 
 
 async def test_a_database_from_before_schema_versions_is_migrated_and_resumes(
@@ -558,22 +613,23 @@ async def test_two_checkpointers_opening_an_old_database_at_once_migrate_it_once
 @pytest.mark.parametrize(
     ("status", "text", "problem"),
     [
-        ("success", "{not json", "not valid JSON"),
-        ("success", "[1, 2]", "holds list, not a result"),
-        ("success", '{"content": "x", "status": "success"}', "lacks error, attempts, duration"),
+        ("succeeded", "{not json", "not valid JSON"),
+        ("succeeded", "[1, 2]", "holds list, not a result"),
+        ("succeeded", '{"content": "x", "status": "succeeded"}', "lacks error, attempts, duration"),
         (
             "done",
             '{"content": 1, "status": "done", "error": null, "attempts": 1, "duration": 0.1}',
             "its status is 'done'",
         ),
         (
-            "success",
+            "succeeded",
             '{"content": 1, "status": "failed", "error": null, "attempts": 1, "duration": 0.1}',
-            "status column says 'success'",
+            "status column says 'succeeded'",
         ),
         (
-            "success",
-            '{"content": 1, "status": "success", "error": null, "attempts": "1", "duration": 0.1}',
+            "succeeded",
+            '{"content": 1, "status": "succeeded", "error": null, "attempts": "1", '
+            '"duration": 0.1}',
             "attempts",
         ),
     ],
@@ -718,7 +774,7 @@ async def test_listed_runs_are_summaries_whose_input_is_not_read(tmp_path: Path)
 
 
 async def test_runs_are_listed_by_state_and_graph(tmp_path: Path) -> None:
-    """status= takes any RunState, interrupted included; graph= a graph name; newest first."""
+    """status= takes any RunStatus or its word, interrupted included; graph= a graph name."""
     gone = RunLease("host/1/dead", "another-site", datetime.now(UTC) - timedelta(seconds=1))
     runs = [  # oldest first
         ("ok", "a", None, "succeeded"),
@@ -732,7 +788,7 @@ async def test_runs_are_listed_by_state_and_graph(tmp_path: Path) -> None:
         for n, (workflow_id, graph, lease, end) in enumerate(runs):
             at = start + timedelta(seconds=n)
             await cp.create_run(
-                RunRecord(workflow_id, graph, "f", None, ("x",), "running", at, lease=lease)
+                RunRecord(workflow_id, graph, "f", None, ("x",), RunStatus.RUNNING, at, lease=lease)
             )
             if end is not None:
                 await cp.finish_run(workflow_id, end, at)
@@ -743,11 +799,12 @@ async def test_runs_are_listed_by_state_and_graph(tmp_path: Path) -> None:
         assert await ids() == ["ok2", "gone", "live", "bad", "ok"]
         assert await ids(status="succeeded") == ["ok2", "ok"]
         assert await ids(status="running") == ["live"]
-        assert await ids(status="interrupted") == ["gone"]
+        assert await ids(status=RunStatus.INTERRUPTED) == ["gone"]
         assert await ids(graph="b") == ["ok2", "gone", "bad"]
         assert await ids(status="succeeded", graph="a") == ["ok"]
         assert await ids(1, status="succeeded") == ["ok2"]
-        with pytest.raises(ConfigurationError, match="status must be one of running, inter"):
+        allowed = "running, succeeded, failed, cancelled, interrupted, got 'paused'"
+        with pytest.raises(ConfigurationError, match=f"status must be one of {allowed}"):
             await cp.list_runs(status="paused")  # type: ignore[arg-type]
 
 
@@ -846,7 +903,7 @@ async def test_a_deeply_nested_result_fails_its_node_naming_it(tmp_path: Path) -
     assert error is not None
     assert error.startswith("ResultNotSerializable: cannot store the result of node 'deep'")
     assert "nested more than 200 levels deep" in error
-    assert result.results["fine"]["status"] == "success"
+    assert result.results["fine"]["status"] == "succeeded"
     assert (stored["deep"]["status"], stored["deep"]["content"]) == ("failed", None)
 
 
@@ -894,3 +951,13 @@ CREATE TABLE heddle_events (
 ) WITHOUT ROWID;
 """
 """The tables as heddle made them before schemas had a version."""
+
+V1_NODE_RESULTS = """CREATE TABLE heddle_node_results (
+    workflow_id TEXT NOT NULL,
+    node        TEXT NOT NULL,
+    status      TEXT NOT NULL,
+    result      TEXT NOT NULL,
+    seq         INTEGER NOT NULL,
+    PRIMARY KEY (workflow_id, node)
+) WITHOUT ROWID"""
+"""The results table of schema versions 0 and 1: one row per node."""

@@ -9,6 +9,7 @@ from typing import Any
 
 __all__ = [
     "MIGRATIONS",
+    "NO_ITEM",
     "SCHEMA_VERSION",
     "ForeignSchema",
     "check_unversioned",
@@ -123,7 +124,51 @@ def _to_v1(conn: sqlite3.Connection) -> None:
             conn.execute(f"ALTER TABLE heddle_runs ADD COLUMN {column} TEXT")
 
 
-MIGRATIONS = (_to_v1,)
+# Version 2: one result row per activation (node, iteration, item) instead of one per node,
+# and the node status word "succeeded" where version 1 wrote "success". SQLite cannot
+# change a primary key in place, so the table is rebuilt (its documented procedure: create
+# the new one, copy, drop the old one, rename). An item of None is stored as -1: NULL in
+# a primary key would make every such row distinct.
+_NODE_RESULTS_V2 = """CREATE TABLE heddle_node_results_v2 (
+    workflow_id TEXT NOT NULL,
+    node        TEXT NOT NULL,
+    iteration   INTEGER NOT NULL,
+    item        INTEGER NOT NULL,
+    status      TEXT NOT NULL,
+    result      TEXT NOT NULL,
+    seq         INTEGER NOT NULL,
+    PRIMARY KEY (workflow_id, node, iteration, item)
+) WITHOUT ROWID"""
+
+NO_ITEM = -1
+"""How an activation's item of None is stored."""
+
+# The stored result is the codec's JSON of a dict with str keys, which the codec writes as
+# a plain JSON object: its "status" is a plain string at $.status, whatever the content
+# holds (tagged values only appear inside it). json_set keeps everything else as it was
+# (only the spacing changes). A row whose text is not JSON is copied as it is: reading it
+# reports it, naming its run and node, as before.
+_COPY_RESULTS_V2 = f"""INSERT INTO heddle_node_results_v2
+    (workflow_id, node, iteration, item, status, result, seq)
+SELECT workflow_id, node, 0, {NO_ITEM},
+    CASE status WHEN 'success' THEN 'succeeded' ELSE status END,
+    CASE WHEN json_valid(result) THEN
+        CASE WHEN json_extract(result, '$.status') = 'success'
+        THEN json_set(result, '$.status', 'succeeded') ELSE result END
+    ELSE result END,
+    seq
+FROM heddle_node_results"""
+
+
+def _to_v2(conn: sqlite3.Connection) -> None:
+    """Version 1 to 2: result rows keyed by activation; "success" becomes "succeeded"."""
+    conn.execute(_NODE_RESULTS_V2)
+    conn.execute(_COPY_RESULTS_V2)
+    conn.execute("DROP TABLE heddle_node_results")
+    conn.execute("ALTER TABLE heddle_node_results_v2 RENAME TO heddle_node_results")
+
+
+MIGRATIONS = (_to_v1, _to_v2)
 
 SCHEMA_VERSION = len(MIGRATIONS)
 """The checkpoint schema this heddle writes (``PRAGMA user_version``); newer files are refused."""

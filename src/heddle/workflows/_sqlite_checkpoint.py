@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any
 
 from heddle.core._checks import check_int, check_seconds
 from heddle.core._sqlite import (
@@ -35,32 +35,37 @@ from heddle.core._sqlite import (
 from heddle.core._threaded import ThreadConfined
 from heddle.core.errors import (
     CheckpointError,
-    ConfigurationError,
     LeaseLostError,
     RunInProgressError,
     RunNotFoundError,
 )
 from heddle.workflows._checkpoint_rows import (
+    END_STATUSES,
     SELECT_RUN,
     SELECT_SUMMARY,
+    STORED_STATUSES,
     encode,
+    encode_result,
     read_event,
     read_node_result,
     read_record,
+    recorded,
+    run_status,
 )
 from heddle.workflows._checkpoint_schema import (
     MIGRATIONS,
+    NO_ITEM,
     SCHEMA_VERSION,
     ForeignSchema,
     check_unversioned,
     heddle_tables,
 )
+from heddle.workflows.activation import Activation
 from heddle.workflows.checkpoint import (
     DEFAULT_LEASE,
     DEFAULT_MAX_VALUE_BYTES,
     RunLease,
     RunRecord,
-    RunState,
     RunStatus,
     default_database_path,
 )
@@ -72,7 +77,24 @@ logger = logging.getLogger("heddle.checkpoint")
 
 _LOCK_WAIT = 1.0  # seconds a checkpointer waits for another process's lock before saying so
 
-_RUN_STATES: tuple[str, ...] = get_args(RunState)
+# The results of a run as (node, iteration, item, status, result) rows, oldest first: every
+# activation's, or each node's latest (highest iteration, no item). Schema version 1 had one
+# row per node, and no iteration or item: a read-only open reads such a file as it is.
+_ACTIVATION_ROWS = (
+    "SELECT node, iteration, item, status, result FROM heddle_node_results "
+    "WHERE workflow_id = ?1 ORDER BY seq"
+)
+_LATEST_ROWS = (
+    "SELECT node, iteration, item, status, result FROM heddle_node_results AS r "
+    f"WHERE workflow_id = ?1 AND item = {NO_ITEM} AND iteration = (SELECT MAX(iteration) "
+    "FROM heddle_node_results WHERE workflow_id = ?1 AND node = r.node "
+    f"AND item = {NO_ITEM}) ORDER BY seq"
+)
+_ACTIVATIONS_SINCE = 2  # the schema version that keys results by activation
+_V1_ROWS = (
+    f"SELECT node, 0, {NO_ITEM}, status, result FROM heddle_node_results "
+    "WHERE workflow_id = ?1 ORDER BY seq"
+)
 
 
 # A write waiting for the next group commit: what it does on the checkpointer's thread
@@ -112,7 +134,9 @@ class SQLiteCheckpointer(ThreadConfined):
     runs, a missing file is a :class:`CheckpointError`, every write raises
     :class:`CheckpointError`, and a value holding a class this process
     cannot name is given back in its stored (tagged JSON) form instead of
-    raising :class:`ResultNotRestorable`.
+    raising :class:`ResultNotRestorable`. A file of an older schema reads as
+    if it were upgraded: its nodes' results as their iteration 0, their
+    status ``"success"`` as ``"succeeded"``.
 
     Usable from several event loops one after another; all SQLite work runs on
     one dedicated thread, so the event loop never blocks on disk.
@@ -439,7 +463,7 @@ class SQLiteCheckpointer(ThreadConfined):
             record.fingerprint,
             input_text,
             json.dumps(list(record.nodes)),
-            record.status,
+            run_status(record.status, parameter="record.status", allowed=STORED_STATUSES).value,
             _iso(record.started_at),
             lease.owner if lease else None,
             lease.site if lease else None,
@@ -481,7 +505,7 @@ class SQLiteCheckpointer(ThreadConfined):
                 record = read_record(row, self.path)
                 held = record.lease
                 if (
-                    record.status == "running"
+                    record.status is RunStatus.RUNNING
                     and held is not None
                     and held.owner != lease.owner
                     and held.alive()
@@ -527,20 +551,24 @@ class SQLiteCheckpointer(ThreadConfined):
         node: str,
         result: NodeResult,
         *,
+        iteration: int = 0,
+        item: int | None = None,
         wait: bool = True,
         owner: str | None = None,
     ) -> None:
-        stored = {k: v for k, v in result.items() if k != "resumed"}
-        text = encode(stored, node=node, max_bytes=self.max_value_bytes)
-        status = result["status"]
+        check_int(iteration, "iteration", minimum=0)
+        stored_item = NO_ITEM if item is None else check_int(item, "item", minimum=0)
+        status, text = encode_result(result, node=node, max_bytes=self.max_value_bytes)
+        row = (workflow_id, owner, node, iteration, stored_item, status, text)
 
         def insert(conn: sqlite3.Connection) -> None:
             seq = self._next_seq(conn, workflow_id, self._result_seq, "heddle_node_results")
-            cursor = conn.execute(_SAVE_RESULT, (workflow_id, owner, node, status, text, seq))
+            cursor = conn.execute(_SAVE_RESULT, (*row, seq))
             if cursor.rowcount == 0:
                 raise _lost(conn, workflow_id)
 
-        future = self._enqueue(insert, wait, f"the result of node {node!r} of run {workflow_id!r}")
+        what = recorded(node, workflow_id, Activation(node, iteration, item))
+        future = self._enqueue(insert, wait, what)
         if future is not None:
             await future
 
@@ -575,11 +603,12 @@ class SQLiteCheckpointer(ThreadConfined):
         *,
         owner: str | None = None,
     ) -> None:
+        ended = run_status(status, parameter="status", allowed=END_STATUSES).value
         at = _iso(finished_at)
 
         def update(conn: sqlite3.Connection) -> None:
             self._forget_counts(workflow_id)
-            cursor = conn.execute(_FINISH_RUN, (workflow_id, owner, status, at))
+            cursor = conn.execute(_FINISH_RUN, (workflow_id, owner, ended, at))
             if cursor.rowcount == 0 and owner is not None:
                 raise _lost(conn, workflow_id)
 
@@ -595,17 +624,20 @@ class SQLiteCheckpointer(ThreadConfined):
             return None
         return read_record(rows[0], self.path, input_types=input_types, lenient=self.readonly)
 
-    def _list_sync(self, limit: int, status: RunState | None, graph: str | None) -> list[RunRecord]:
+    def _list_sync(
+        self, limit: int, status: RunStatus | None, graph: str | None
+    ) -> list[RunRecord]:
         where: list[str] = []
         params: list[Any] = []
+        live = (RunStatus.RUNNING, RunStatus.INTERRUPTED)
         if status is not None:
             where.append("status = ?")
-            params.append("running" if status == "interrupted" else status)
+            params.append(RunStatus.RUNNING.value if status in live else status.value)
         if graph is not None:
             where.append("graph_name = ?")
             params.append(graph)
         sql = f"{SELECT_SUMMARY} {'WHERE ' + ' AND '.join(where) if where else ''} "
-        if status not in ("running", "interrupted"):  # the state is the stored status
+        if status not in live:  # the state is the stored status
             rows = self._read_sync(f"{sql}ORDER BY started_at DESC LIMIT ?", (*params, limit))
             return [read_record(row, self.path) for row in rows]
         # Whether a running run's owner is alive is only known here: read until enough are.
@@ -622,32 +654,54 @@ class SQLiteCheckpointer(ThreadConfined):
         return found[:limit]
 
     async def list_runs(
-        self, limit: int = 20, *, status: RunState | None = None, graph: str | None = None
+        self,
+        limit: int = 20,
+        *,
+        status: RunStatus | str | None = None,
+        graph: str | None = None,
     ) -> list[RunRecord]:
         check_int(limit, "limit", minimum=0)
-        if status is not None and status not in _RUN_STATES:
-            raise ConfigurationError(
-                f"status must be one of {', '.join(_RUN_STATES)}, got {status!r}",
-                parameter="status",
+        wanted = None if status is None else run_status(status, parameter="status")
+        return await self._call(self._list_sync, limit, wanted, graph)
+
+    def _results_sync(self, workflow_id: str, latest: bool) -> list[tuple[Any, ...]]:
+        sql = _LATEST_ROWS if latest else _ACTIVATION_ROWS
+        if self.readonly:
+            # Read the version each time: a writer may upgrade the file meanwhile. The
+            # version-1 query also reads a file upgraded between the two statements.
+            try:
+                old = user_version(self._connection()) < _ACTIVATIONS_SINCE
+            except sqlite3.Error as exc:
+                raise self._database_error(exc) from exc
+            sql = _V1_ROWS if old else sql
+        return self._read_sync(sql, (workflow_id,))
+
+    def _read_results(
+        self,
+        workflow_id: str,
+        rows: list[tuple[Any, ...]],
+        types: Mapping[str, Iterable[type]] | None,
+    ) -> dict[Activation, NodeResult]:
+        types = types or {}
+        results: dict[Activation, NodeResult] = {}
+        for node, iteration, item, status, text in rows:
+            activation = Activation(node, iteration, None if item == NO_ITEM else item)
+            results[activation] = read_node_result(
+                workflow_id, activation, status, text, types.get(node, ()), lenient=self.readonly
             )
-        return await self._call(self._list_sync, limit, status, graph)
+        return results
 
     async def node_results(
         self, workflow_id: str, *, types: Mapping[str, Iterable[type]] | None = None
     ) -> dict[str, NodeResult]:
-        rows = await self._call(
-            self._read_sync,
-            "SELECT node, status, result FROM heddle_node_results WHERE workflow_id = ? "
-            "ORDER BY seq",
-            (workflow_id,),
-        )
-        types = types or {}
-        return {
-            node: read_node_result(
-                workflow_id, node, status, text, types.get(node, ()), lenient=self.readonly
-            )
-            for node, status, text in rows
-        }
+        rows = await self._call(self._results_sync, workflow_id, True)
+        return {a.node: r for a, r in self._read_results(workflow_id, rows, types).items()}
+
+    async def activation_results(
+        self, workflow_id: str, *, types: Mapping[str, Iterable[type]] | None = None
+    ) -> dict[Activation, NodeResult]:
+        rows = await self._call(self._results_sync, workflow_id, False)
+        return self._read_results(workflow_id, rows, types)
 
     async def events(self, workflow_id: str) -> list[dict[str, Any]]:
         rows = await self._call(
@@ -679,8 +733,9 @@ def _settle(outcomes: Sequence[tuple[asyncio.Future[None], Exception | None]]) -
 # (?2 NULL) a write is not fenced.
 _OWNED = "(?2 IS NULL OR EXISTS (SELECT 1 FROM heddle_runs WHERE workflow_id = ?1 AND owner = ?2))"
 _SAVE_RESULT = (
-    "INSERT OR REPLACE INTO heddle_node_results (workflow_id, node, status, result, seq) "
-    f"SELECT ?1, ?3, ?4, ?5, ?6 WHERE {_OWNED}"
+    "INSERT OR REPLACE INTO heddle_node_results "
+    "(workflow_id, node, iteration, item, status, result, seq) "
+    f"SELECT ?1, ?3, ?4, ?5, ?6, ?7, ?8 WHERE {_OWNED}"
 )
 _ADD_EVENT = f"INSERT INTO heddle_events (workflow_id, seq, event) SELECT ?1, ?3, ?4 WHERE {_OWNED}"
 _FINISH_RUN = (

@@ -5,10 +5,12 @@ implement it; :class:`SQLiteCheckpointer` is the embedded default.
 
 What the executor relies on:
 
-* ``save_node(..., wait=True)`` returns only once the result is durable. The
-  executor calls it for every succeeded node *before* releasing the node's
-  dependents, so after a crash a resumed run never re-runs a node whose
-  dependents may have seen its result.
+* Results are kept per activation ``(node, iteration, item)`` (see
+  :class:`~heddle.workflows.activation.Activation`): a loop's every pass is
+  recorded. ``save_node(..., wait=True)`` returns only once the result is
+  durable. The executor calls it for every succeeded activation *before*
+  releasing its dependents, so after a crash a resumed run never re-runs an
+  activation whose dependents may have seen its result.
 * Results and events are JSON, never pickle: a tampered database can hold
   wrong data, but it cannot make heddle run code. A recorded result that
   cannot be read back is an error naming the run and the node, never a node
@@ -27,7 +29,8 @@ What the executor relies on:
   :class:`RunLease` and renews it while it runs. ``claim_run`` hands a run to
   a resuming process only when no live owner holds it, in one transaction, so
   two processes never run the same run. A run whose owner is gone (its lease
-  ran out, or its process is dead on this machine) reads as ``"interrupted"``.
+  ran out, or its process is dead on this machine) reads as
+  :attr:`RunStatus.INTERRUPTED`.
 * Every write of a run the executor makes names its owner (``owner=``) and is
   *fenced*: it happens only if that owner still holds the run, checked in the
   same transaction. A process that was paused past its lease and woke up
@@ -47,11 +50,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from heddle.core.paths import heddle_home
 from heddle.workflows._checkpoint_schema import SCHEMA_VERSION
+from heddle.workflows.activation import Activation
 from heddle.workflows.context import NodeResult
+from heddle.workflows.status import RunStatus
 
 __all__ = [
     "DEFAULT_LEASE",
@@ -60,17 +65,10 @@ __all__ = [
     "Checkpointer",
     "RunLease",
     "RunRecord",
-    "RunState",
     "RunStatus",
     "SQLiteCheckpointer",
     "default_database_path",
 ]
-
-RunStatus = Literal["running", "succeeded", "failed", "cancelled"]
-"""A run's status as stored."""
-
-RunState = Literal["running", "interrupted", "succeeded", "failed", "cancelled"]
-"""A run's status as seen now: a ``"running"`` run whose owner is gone is ``"interrupted"``."""
 
 DEFAULT_MAX_VALUE_BYTES = 16 * 1024 * 1024
 """The default limit of one stored result or input, in bytes of its stored text."""
@@ -156,8 +154,10 @@ class RunLease:
 class RunRecord:
     """What a checkpointer knows about one run.
 
-    ``lease`` is set while a process runs it; ``nodes_done`` counts the nodes
-    with a recorded success (filled in when read; ignored by ``create_run``).
+    ``status`` is as stored (a plain string equal to a member is taken as that
+    member); :attr:`state` is how it reads now. ``lease`` is set while a
+    process runs it; ``nodes_done`` counts the nodes with at least one
+    succeeded activation (filled in when read; ignored by ``create_run``).
     ``input`` is None in the summaries that :meth:`Checkpointer.list_runs`
     and :meth:`Checkpointer.claim_run` return: an input can be large, and
     only :meth:`Checkpointer.get_run` reads it.
@@ -174,6 +174,9 @@ class RunRecord:
     lease: RunLease | None = None
     nodes_done: int = 0
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "status", RunStatus(self.status))  # a word: its member
+
     @property
     def duration(self) -> float | None:
         """Seconds from start to finish; None while running (or after a crash)."""
@@ -182,10 +185,10 @@ class RunRecord:
         return (self.finished_at - self.started_at).total_seconds()
 
     @property
-    def state(self) -> RunState:
-        """``status``, except that a running run with no live owner is ``"interrupted"``."""
-        if self.status == "running" and (self.lease is None or not self.lease.alive()):
-            return "interrupted"
+    def state(self) -> RunStatus:
+        """``status``, except that a running run with no live owner is ``INTERRUPTED``."""
+        if self.status is RunStatus.RUNNING and (self.lease is None or not self.lease.alive()):
+            return RunStatus.INTERRUPTED
         return self.status
 
 
@@ -203,6 +206,9 @@ class Checkpointer(Protocol):
 
     async def create_run(self, record: RunRecord) -> None:
         """Record a new run, owned by ``record.lease``; CheckpointError if its id exists.
+
+        A record whose status is ``INTERRUPTED`` (never stored) is a
+        :class:`ConfigurationError`.
 
         Raises :class:`ResultNotSerializable` (``node`` None) when the input
         cannot be stored and :class:`ResultTooLarge` when it is over the size
@@ -231,17 +237,26 @@ class Checkpointer(Protocol):
         node: str,
         result: NodeResult,
         *,
+        iteration: int = 0,
+        item: int | None = None,
         wait: bool = True,
         owner: str | None = None,
     ) -> None:
-        """Record a node's final result; with ``wait``, return once it is durable.
+        """Record the final result of activation ``(node, iteration, item)``.
 
-        Raises :class:`ResultNotSerializable` (naming the node) when the
-        result cannot be stored, and :class:`ResultTooLarge` when it is over
-        the size limit, before anything is written. Fenced by
-        ``owner``: a waited save that is fenced out raises
-        :class:`LeaseLostError` (naming the run's current owner, if any); a
-        save that is not waited for is dropped.
+        With ``wait``, return once it is durable. Saving an activation again
+        replaces its result, which then counts as recorded last. The stored
+        status is the plain word of :class:`~heddle.workflows.status.NodeStatus`.
+        The result's ``"iteration"``, ``"item"`` and ``"resumed"`` keys are not
+        stored: the arguments say which activation it is.
+
+        Raises :class:`ConfigurationError` for a status that is not a node
+        status or a negative iteration or item, :class:`ResultNotSerializable`
+        (naming the node) when the result cannot be stored, and
+        :class:`ResultTooLarge` when it is over the size limit, before
+        anything is written. Fenced by ``owner``: a waited save that is fenced
+        out raises :class:`LeaseLostError` (naming the run's current owner, if
+        any); a save that is not waited for is dropped.
         """
 
     async def add_event(
@@ -263,8 +278,10 @@ class Checkpointer(Protocol):
     ) -> None:
         """Record the run's end and release its lease, durably, after everything before it.
 
-        Fenced by ``owner``: raises :class:`LeaseLostError` if that owner no
-        longer holds the run (nothing is written).
+        ``status`` is ``SUCCEEDED``, ``FAILED`` or ``CANCELLED`` (or its word),
+        else :class:`ConfigurationError`. Fenced by ``owner``: raises
+        :class:`LeaseLostError` if that owner no longer holds the run (nothing
+        is written).
         """
 
     async def get_run(
@@ -282,23 +299,41 @@ class Checkpointer(Protocol):
     async def node_results(
         self, workflow_id: str, *, types: Mapping[str, Iterable[type]] | None = None
     ) -> dict[str, NodeResult]:
-        """The run's recorded results, in the order they were recorded.
+        """Each node's latest result, in the order they were recorded.
 
-        ``types`` maps a node to the user classes its content may hold, as
-        the code names them. One that cannot be read back raises
+        A node's latest result is that of its activation with the highest
+        iteration (and no item); its ``"iteration"`` says which. ``types``
+        maps a node to the user classes its content may hold, as the code
+        names them. One that cannot be read back raises
         :class:`ResultNotRestorable` naming the run and the node.
+        """
+
+    async def activation_results(
+        self, workflow_id: str, *, types: Mapping[str, Iterable[type]] | None = None
+    ) -> dict[Activation, NodeResult]:
+        """Every recorded activation's result, in the order they were recorded.
+
+        Each result's ``"iteration"`` is its activation's, and so is its
+        ``"item"`` when that is not None. ``types`` and errors are as for
+        :meth:`node_results`.
         """
 
     async def events(self, workflow_id: str) -> list[dict[str, Any]]:
         """The run's kept events, oldest first."""
 
     async def list_runs(
-        self, limit: int = 20, *, status: RunState | None = None, graph: str | None = None
+        self,
+        limit: int = 20,
+        *,
+        status: RunStatus | str | None = None,
+        graph: str | None = None,
     ) -> list[RunRecord]:
         """The latest ``limit`` runs, newest first, as summaries (``input`` is None).
 
-        ``status`` keeps the runs in that :data:`RunState` (``"interrupted"``
-        included), ``graph`` those of that graph name.
+        ``status`` (a :class:`RunStatus` or its word) keeps the runs whose
+        :attr:`RunRecord.state` it is (``INTERRUPTED`` included), else
+        :class:`ConfigurationError` naming the statuses; ``graph`` keeps those
+        of that graph name.
         """
 
     async def aclose(self) -> None: ...
