@@ -302,7 +302,7 @@ def test_failed_run_is_listed_shown_and_resumed(files: Path) -> None:
     assert doc["run"]["status"] == "failed"
     assert doc["run"]["input"] == "q3"
     assert [n["node"] for n in doc["nodes"]] == ["load", "enrich", "report", "audit"]
-    assert [n["status"] for n in doc["nodes"]] == ["success", "failed", "skipped", "success"]
+    assert [n["status"] for n in doc["nodes"]] == ["succeeded", "failed", "skipped", "succeeded"]
     assert doc["nodes"][1]["attempts"] == 2
     assert doc["nodes"][1]["error"] == "RuntimeError: enrichment service is down"
     assert doc["events"][0]["event_type"] == "workflow.started"
@@ -316,7 +316,7 @@ def test_failed_run_is_listed_shown_and_resumed(files: Path) -> None:
         resumed.stdout
     )
     assert "load" not in [line.split()[1] for line in resumed.stdout.splitlines()[1:4]]
-    assert "success (resumed)" in resumed.stdout
+    assert "succeeded (resumed)" in resumed.stdout
     assert "enriched [bold]rows[/bold]" in resumed.stdout  # printed as text, not markup
     assert "workflow job-1 succeeded" in resumed.stdout
 
@@ -433,7 +433,7 @@ def test_ctrl_c_records_the_run_as_cancelled_and_says_how_to_resume(files: Path)
     assert "heddle resume slow-1 slow.py:graph" in line
     doc = json.loads(invoke("show", "slow-1", "--json", cwd=files).stdout)
     assert doc["run"]["status"] == "cancelled"
-    assert doc["nodes"][0]["status"] == "success"
+    assert doc["nodes"][0]["status"] == "succeeded"
 
 
 # -- every bad input: one line on stderr, no traceback, the documented exit code ---------
@@ -556,7 +556,7 @@ def test_resuming_a_succeeded_run_runs_nothing(files: Path) -> None:
     assert again.exit_code == 0
     assert "it succeeded; nothing to run" in again.stdout
     assert "started" not in again.stdout
-    assert again.stdout.count("success (resumed)") == 2
+    assert again.stdout.count("succeeded (resumed)") == 2
 
 
 def test_resume_of_an_unknown_run_in_an_existing_database(files: Path) -> None:
@@ -580,7 +580,13 @@ def test_show_lists_nodes_without_a_result_as_pending(files: Path) -> None:
             await checkpointer.save_node(
                 "died",
                 "fetch",
-                {"content": "ok", "status": "success", "error": None, "attempts": 1, "duration": 1},
+                {
+                    "content": "ok",
+                    "status": "succeeded",
+                    "error": None,
+                    "attempts": 1,
+                    "duration": 1,
+                },
             )
 
     now = datetime.now(UTC)
@@ -953,7 +959,7 @@ def test_sigterm_cancels_the_run_cleanly_like_ctrl_c(files: Path) -> None:
     assert "heddle resume term-1 slow.py:graph" in line
     doc = json.loads(invoke("show", "term-1", "--json", cwd=files).stdout)
     assert doc["run"]["status"] == "cancelled"
-    assert [n["status"] for n in doc["nodes"]] == ["success", "pending"]
+    assert [n["status"] for n in doc["nodes"]] == ["succeeded", "pending"]
 
 
 def test_resuming_an_interrupted_run_says_so_without_a_stale_warning(files: Path) -> None:
@@ -1067,7 +1073,13 @@ def _record_failed_run(workflow_id: str) -> None:
             await checkpointer.save_node(
                 workflow_id,
                 "fetch",
-                {"content": "ok", "status": "success", "error": None, "attempts": 1, "duration": 1},
+                {
+                    "content": "ok",
+                    "status": "succeeded",
+                    "error": None,
+                    "attempts": 1,
+                    "duration": 1,
+                },
             )
             await checkpointer.save_node(
                 workflow_id,
@@ -1113,7 +1125,7 @@ def test_show_trace_prints_a_nodes_recorded_traceback(files: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "code", "said"),
     [
-        (["--trace", "fetch"], 0, "node 'fetch' of run t1 success; no traceback recorded"),
+        (["--trace", "fetch"], 0, "node 'fetch' of run t1 succeeded; no traceback recorded"),
         (["--trace", "save"], 0, "node 'save' of run t1 has no result yet (pending)"),
         (["--trace", "pars"], 2, "run 't1' has no node 'pars'; did you mean 'parse'?"),
         (["--trace", "zzz"], 2, "run 't1' has no node 'zzz' (its nodes: fetch, parse, save)"),

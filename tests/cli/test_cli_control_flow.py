@@ -156,10 +156,10 @@ def test_plain_progress_names_later_runs_branches_and_not_taken_skips() -> None:
     """A line per event: 'write #2' for iteration 1, '→ billing' after a route, 'not taken: ...'."""
     stream = io.StringIO()
     progress = _progress(stream, ["triage", "billing", "tech", "write"])
-    progress.on_event(_event("node.succeeded", node="triage", duration=0.1, taken=["billing"]))
-    progress.on_event(_event("node.skipped", node="tech", reason=NOT_TAKEN_REASON, iteration=0))
-    progress.on_event(_event("node.started", node="write", attempt=1, iteration=1))
-    progress.on_event(_event("node.succeeded", node="write", duration=0.1, iteration=1, taken=[]))
+    progress.follow(_event("node.succeeded", node="triage", duration=0.1, taken=["billing"]))
+    progress.follow(_event("node.skipped", node="tech", reason=NOT_TAKEN_REASON, iteration=0))
+    progress.follow(_event("node.started", node="write", attempt=1, iteration=1))
+    progress.follow(_event("node.succeeded", node="write", duration=0.1, iteration=1, taken=[]))
     lines = [line.split(maxsplit=1)[1] for line in stream.getvalue().splitlines()]
     assert lines == [
         "triage   done in 0.10s → billing",
@@ -173,7 +173,7 @@ def test_progress_says_when_a_loop_stopped_at_its_bound() -> None:
     """edge.exhausted prints 'review → write: loop bound reached (3 iterations)', plain or live."""
     for stream in (io.StringIO(), _Terminal()):
         progress = _progress(stream, ["write", "review"])
-        progress.on_event(_event("edge.exhausted", **LOOP_BOUND))
+        progress.follow(_event("edge.exhausted", **LOOP_BOUND))
         assert "review → write: loop bound reached (3 iterations)" in stream.getvalue()
         assert progress.counts["done"] == 0
 
@@ -181,12 +181,12 @@ def test_progress_says_when_a_loop_stopped_at_its_bound() -> None:
 def test_a_node_running_again_is_running_not_done_twice() -> None:
     """Counts are by where each node stands now: done, then running again, then done once more."""
     progress = _progress(io.StringIO(), ["write", "review"])
-    progress.on_event(_event("node.started", node="write", attempt=1, iteration=0))
-    progress.on_event(_event("node.succeeded", node="write", duration=0.1, iteration=0))
+    progress.follow(_event("node.started", node="write", attempt=1, iteration=0))
+    progress.follow(_event("node.succeeded", node="write", duration=0.1, iteration=0))
     assert (progress.counts["done"], progress.counts["running"]) == (1, 0)
-    progress.on_event(_event("node.started", node="write", attempt=1, iteration=1))
+    progress.follow(_event("node.started", node="write", attempt=1, iteration=1))
     assert (progress.counts["done"], progress.counts["running"]) == (0, 1)
-    progress.on_event(_event("node.succeeded", node="write", duration=0.1, iteration=1))
+    progress.follow(_event("node.succeeded", node="write", duration=0.1, iteration=1))
     assert (progress.counts["done"], progress.counts["pending"]) == (1, 1)
     assert progress.summary() == "1 done, 1 pending"
 
@@ -194,8 +194,8 @@ def test_a_node_running_again_is_running_not_done_twice() -> None:
 def test_not_taken_skips_are_counted_apart_from_failure_skips() -> None:
     """A not-taken skip counts as 'not taken', a skip after a failure as 'skipped'."""
     progress = _progress(io.StringIO(), ["tech", "after"])
-    progress.on_event(_event("node.skipped", node="tech", reason=NOT_TAKEN_REASON, iteration=0))
-    progress.on_event(_event("node.skipped", node="after", reason="upstream node 'bad' failed"))
+    progress.follow(_event("node.skipped", node="tech", reason=NOT_TAKEN_REASON, iteration=0))
+    progress.follow(_event("node.skipped", node="after", reason="upstream node 'bad' failed"))
     assert progress.summary() == "0 done, 1 skipped, 1 not taken"
 
 
@@ -203,10 +203,10 @@ def test_live_panel_shows_the_run_number_the_route_and_a_bar_over_the_nodes() ->
     """The panel lists 'write #2' running, '→ billing' after triage, and the bar counts nodes."""
     stream = _Terminal()
     progress = _progress(stream, ["triage", "tech", "write"])
-    progress.on_event(_event("node.succeeded", node="triage", duration=0.1, taken=["billing"]))
-    progress.on_event(_event("node.skipped", node="tech", reason=NOT_TAKEN_REASON, iteration=0))
-    progress.on_event(_event("node.succeeded", node="write", duration=0.1, iteration=0))
-    progress.on_event(_event("node.started", node="write", attempt=1, iteration=1))
+    progress.follow(_event("node.succeeded", node="triage", duration=0.1, taken=["billing"]))
+    progress.follow(_event("node.skipped", node="tech", reason=NOT_TAKEN_REASON, iteration=0))
+    progress.follow(_event("node.succeeded", node="write", duration=0.1, iteration=0))
+    progress.follow(_event("node.started", node="write", attempt=1, iteration=1))
     text = re.sub(r"\x1b\[[0-9;]*m", "", _ansi(progress.render()))
     assert "2/3" in text
     assert "done 1  failed 0  skipped 0  not taken 1" in text
@@ -220,5 +220,5 @@ def test_final_panel_reads_the_run_status() -> None:
     """workflow.finished with RunStatus.SUCCEEDED reads OK; another status is shown in capitals."""
     for status, shown in [(RunStatus.SUCCEEDED, "OK"), (RunStatus.FAILED, "FAILED")]:
         progress = _progress(_Terminal(), ["a"])
-        progress.on_event(_event("workflow.finished", status=status))
+        progress.follow(_event("workflow.finished", status=status))
         assert _ansi(progress.render()).count(shown) == 1

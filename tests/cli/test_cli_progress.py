@@ -12,7 +12,6 @@ import pytest
 from heddle.cli._progress import RunProgress
 from heddle.cli._render import format_duration, make_console, node_table, preview
 from heddle.messaging.events import Event, EventType
-from heddle.messaging.message_bus import MessageBus
 from heddle.workflows.executor import WorkflowExecutor
 from heddle.workflows.graph import WorkflowGraph
 from heddle.workflows.resilience import RetryPolicy
@@ -57,10 +56,8 @@ async def _follow(stream: io.StringIO, **console_kwargs: object) -> RunProgress:
         setattr(console, name, value)
     graph = _graph()
     progress = RunProgress(console, graph.name, "w1", list(graph), header="header line")
-    async with MessageBus(max_history=0) as bus:
-        bus.subscribe("*", progress.on_event)
-        async with progress:
-            await WorkflowExecutor(bus=bus).execute(graph, "x", workflow_id="w1")
+    async with progress:
+        await WorkflowExecutor(observers=[progress]).execute(graph, "x", workflow_id="w1")
     return progress
 
 
@@ -101,10 +98,10 @@ def test_panel_of_a_big_graph_shows_only_the_nodes_in_flight() -> None:
     names = [f"n{i}" for i in range(30)]
     progress = RunProgress(console, "big", "w1", names, done=["n0"])
     for name in names[1:20]:
-        progress.on_event(_event(EventType.NODE_STARTED, node=name, attempt=1))
-    progress.on_event(_event(EventType.NODE_RETRYING, node="n1", attempt=1, error="E", delay=1.0))
-    progress.on_event(_event(EventType.NODE_STARTED, node="unknown", attempt=2))
-    progress.on_event(_event(EventType.CIRCUIT_OPENED, agent="ok", node="n2", failures=5))
+        progress.follow(_event(EventType.NODE_STARTED, node=name, attempt=1))
+    progress.follow(_event(EventType.NODE_RETRYING, node="n1", attempt=1, error="E", delay=1.0))
+    progress.follow(_event(EventType.NODE_STARTED, node="unknown", attempt=2))
+    progress.follow(_event(EventType.CIRCUIT_OPENED, agent="ok", node="n2", failures=5))
     with console.capture() as captured:
         console.print(progress.render())
     text = re.sub(r"\x1b\[[0-9;]*m", "", captured.get())

@@ -248,6 +248,7 @@ def test_lifecycle_event_types_are_the_documented_strings() -> None:
         "node.retrying",
         "node.failed",
         "node.skipped",
+        "edge.exhausted",
         "circuit.opened",
         "circuit.half_open",
         "circuit.closed",

@@ -57,7 +57,7 @@ BLOCKS = min(6, len(SEEDS))  # the trials are split into this many tests
 #: well under a second; this only has to tell a hang from a busy machine.
 DEADLINE = 20.0
 
-ENDS = ("success", "failed", "skipped")
+ENDS = ("succeeded", "failed", "skipped")
 
 
 # --- what a trial is ----------------------------------------------------------------------
@@ -331,7 +331,7 @@ async def drive(
 
 async def successes(checkpointer: SQLiteCheckpointer, wid: str) -> set[str]:
     results = await checkpointer.node_results(wid)
-    return {node for node, r in results.items() if r["status"] == "success"}
+    return {node for node, r in results.items() if r["status"] == "succeeded"}
 
 
 async def run_trial(trial: Trial, tmp_path: Path) -> None:
@@ -402,7 +402,7 @@ async def check_run(
     assert list(results) == list(graph), f"{phase}: results do not cover the graph"
     odd = {node: s for node, s in statuses.items() if s not in ENDS}
     assert not odd, f"{phase}: statuses outside {ENDS}: {odd}"
-    assert result.ok == all(s == "success" for s in statuses.values()), (
+    assert result.ok == all(s == "succeeded" for s in statuses.values()), (
         f"{phase}: run status {result.status!r} with node statuses {Counter(statuses.values())}"
     )
 
@@ -426,11 +426,11 @@ async def check_run(
             f"after {r['attempts']} attempt(s) and {calls} call(s), error {r['error']!r}"
         )
         if status != "skipped":
-            assert all(statuses[p] == "success" for p in preds), (
+            assert all(statuses[p] == "succeeded" for p in preds), (
                 f"{where} ran, a predecessor had not succeeded"
             )
         if node in replayed:
-            assert status == "success" and r.get("resumed"), f"{where}: recorded, not replayed"
+            assert status == "succeeded" and r.get("resumed"), f"{where}: recorded, not replayed"
             assert calls == 0, f"{where}: recorded as succeeded, yet run again"
             continue
         if status == "skipped":
@@ -440,7 +440,9 @@ async def check_run(
                 assert calls <= r["attempts"], f"{where}: skipped after calls it does not count"
             else:
                 assert calls == 0, f"{where}: skipped, yet its agent was called"
-                assert any(statuses[p] != "success" for p in preds), f"{where}: skipped for nothing"
+                assert any(statuses[p] != "succeeded" for p in preds), (
+                    f"{where}: skipped for nothing"
+                )
             continue
         assert calls <= r["attempts"], f"{where}: {calls} calls"
         if not trial.fail_fast:
@@ -451,7 +453,7 @@ async def check_run(
 
     if checkpointer is not None:
         recorded = await successes(checkpointer, result.workflow_id)
-        reported = {node for node, s in statuses.items() if s == "success"}
+        reported = {node for node, s in statuses.items() if s == "succeeded"}
         assert reported <= recorded, f"{phase}: successes not recorded: {reported - recorded}"
         assert recorded <= reported, f"{phase}: recorded, reported otherwise: {recorded - reported}"
         record = await checkpointer.get_run(result.workflow_id)
@@ -469,8 +471,8 @@ def check_outcome(trial: Trial, node: str, r: Any, where: str) -> None:
     breaker = "CircuitBreakerOpen" in error
     fails = plan.kind in ALWAYS_FAIL or (trial.durable and plan.kind in UNSTORABLE)
     if plan.kind != "flaky":
-        assert r["status"] == ("failed" if fails else "success"), where
-    if r["status"] == "success" and plan.kind in CALM:
+        assert r["status"] == ("failed" if fails else "succeeded"), where
+    if r["status"] == "succeeded" and plan.kind in CALM:
         assert r["content"]["node"] == node, where
     if r["status"] != "failed" or breaker:
         return
@@ -558,7 +560,7 @@ def recorded(db: Path) -> dict[str, int]:
     async def read() -> dict[str, int]:
         async with SQLiteCheckpointer(db) as store:
             results = await store.node_results(chaos_workflow.WORKFLOW_ID)
-        return {n: r["content"]["pid"] for n, r in results.items() if r["status"] == "success"}
+        return {n: r["content"]["pid"] for n, r in results.items() if r["status"] == "succeeded"}
 
     return asyncio.run(read())
 

@@ -17,7 +17,6 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -431,14 +430,6 @@ def test_a_fan_out_reaches_the_bound_exactly(width: int, max_concurrent: int, sh
 
 # --- 3. loops --------------------------------------------------------------------------------
 
-LOOP_HANGS = (
-    "engine bug: a loop that goes round at least once hangs when the node on its exit "
-    "edge has a successor: the exit node is parked while the loop may come back, its "
-    "successor stays waiting behind it, and Frontier._busy counts that waiting successor "
-    "as part of the loop's wave, so the back edge is never reopened (check -> b0 is "
-    "scheduled forever and the run never ends)"
-)
-
 
 @dataclass(frozen=True)
 class Loop:
@@ -552,7 +543,6 @@ def test_a_loop_runs_until_its_condition_or_its_bound(spec: Loop) -> None:
     check_loop(spec)
 
 
-@pytest.mark.xfail(strict=True, raises=RunHung, reason=LOOP_HANGS)
 @settings(max_examples=150, deadline=None)
 @given(loops(tails=st.integers(2, 3)))
 def test_a_loop_that_exits_into_a_chain_runs_until_its_condition_or_its_bound(
@@ -562,7 +552,6 @@ def test_a_loop_that_exits_into_a_chain_runs_until_its_condition_or_its_bound(
     check_loop(spec)
 
 
-@pytest.mark.xfail(strict=True, raises=RunHung, reason=LOOP_HANGS)
 def test_a_loop_that_goes_round_once_then_exits_into_a_chain_finishes() -> None:
     """b0 -> check -(again, max 2)-> b0, check -(done)-> after0 -> after1 ends after two rounds."""
     check_loop(Loop(body=1, bound=2, wanted=2, with_start=False, tail=2, as_branch=False))

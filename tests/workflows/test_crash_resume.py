@@ -81,7 +81,7 @@ def test_sigkilled_run_is_resumed_without_rerunning_checkpointed_nodes(
         checkpointed = {
             node
             for (node,) in conn.execute(
-                "SELECT node FROM heddle_node_results WHERE status = 'success'"
+                "SELECT node FROM heddle_node_results WHERE status = 'succeeded'"
             )
         }
         (status,) = conn.execute("SELECT status FROM heddle_runs").fetchone()
@@ -227,7 +227,9 @@ def test_an_owner_paused_past_its_lease_writes_nothing_after_another_took_the_ru
     assert sorted(by_b) == ["after", "side1", "side2", "slow"]
     runs, results, events = recorded
     assert [row[5] for row in runs] == ["succeeded"]
-    stored = {row[1]: json.loads(row[3]) for row in results}
+    stored = {
+        row[1]: json.loads(row[5]) for row in results
+    }  # (wid, node, iteration, item, status, result, seq)
     assert stored["slow"]["content"] == f"slow by {second.pid}"
     seqs = [row[1] for row in events]
     assert seqs == list(range(1, len(seqs) + 1))

@@ -142,7 +142,7 @@ async def test_a_result_over_the_size_limit_fails_its_node_and_keeps_it_in_memor
     assert "over the limit of 1,000 bytes" in (result.results["big"]["error"] or "")
     assert result.results["big"]["content"] == "x" * 5_000
     assert stored["big"]["content"] is None
-    assert result.results["small"]["status"] == "success"
+    assert result.results["small"]["status"] == "succeeded"
 
 
 async def test_an_input_over_the_size_limit_is_refused_before_anything_runs(

@@ -20,7 +20,7 @@ from heddle import (
 from heddle.core.errors import ConfigurationError
 from heddle.testing import FakeClock
 from heddle.workflows import CircuitState, LocalCircuitBreakers, LocalRunner
-from heddle.workflows import _run as run_module
+from heddle.workflows import _frontier as frontier_module
 
 NO_RETRY = RetryPolicy(max_attempts=1)
 FAST_RETRY = RetryPolicy(max_attempts=3, initial_delay=0.0, jitter=False)
@@ -52,7 +52,7 @@ async def test_result_shape_for_a_successful_chain() -> None:
     assert result.status == "succeeded" and result.ok
     assert result.results["b"]["content"] == "hello"
     assert {k: result.results["a"][k] for k in ("status", "error", "attempts")} == {  # type: ignore[literal-required]
-        "status": "success",
+        "status": "succeeded",
         "error": None,
         "attempts": 1,
     }
@@ -148,7 +148,7 @@ async def test_literal_non_string_task_is_passed_as_is() -> None:
 
 
 async def test_failing_task_callable_fails_the_node_without_calling_the_agent() -> None:
-    """An exception while building the task fails the node with TaskError and 0 attempts."""
+    """An exception while building the task fails the node with TaskBuildError, 0 attempts."""
     called = []
 
     async def agent(task: Any) -> None:
@@ -160,7 +160,11 @@ async def test_failing_task_callable_fails_the_node_without_calling_the_agent() 
     g = WorkflowGraph("g").add_node("a", agent, task=bad)
     result = await WorkflowExecutor().execute(g)
     assert result.results["a"]["status"] == "failed"
-    assert result.results["a"]["error"].startswith("TaskError: KeyError")  # type: ignore[union-attr]
+    error = result.results["a"]["error"]
+    assert error is not None
+    assert error.startswith("TaskBuildError: building the task of node 'a' failed: KeyError")
+    assert result.results["a"]["error_type"] == "heddle.core.errors.TaskBuildError"
+    assert "ctx.content" in (result.results["a"]["traceback"] or "")
     assert result.results["a"]["attempts"] == 0
     assert called == []
 
@@ -342,7 +346,7 @@ async def test_context_keeps_every_message_with_1000_concurrent_nodes() -> None:
 async def test_scheduling_work_is_linear_in_nodes_and_edges(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The executor touches each node's bookkeeping O(1) times per incident edge, no rescans."""
+    """The frontier touches each node's bookkeeping O(1) times per incident edge, no rescans."""
     reads = 0
 
     class CountingList(list):  # type: ignore[type-arg]
@@ -356,14 +360,14 @@ async def test_scheduling_work_is_linear_in_nodes_and_edges(
             reads += 1
             super().__setitem__(i, v)
 
-    original = run_module.Run.__init__
+    original = frontier_module.Frontier.__init__
 
     def counting_init(self: Any, *args: Any) -> None:
         original(self, *args)
-        self.waiting_on = CountingList(self.waiting_on)
-        self.status = CountingList(self.status)
+        self.pending = CountingList(self.pending)
+        self.state = CountingList(self.state)
 
-    monkeypatch.setattr(run_module.Run, "__init__", counting_init)
+    monkeypatch.setattr(frontier_module.Frontier, "__init__", counting_init)
 
     g_small, g_big = _layered(300), _layered(3000)
     await WorkflowExecutor().execute(g_small)
@@ -405,7 +409,7 @@ async def test_failure_skips_descendants_but_not_siblings() -> None:
         assert result.results[name]["status"] == "skipped"
         assert result.results[name]["error"] == "upstream node 'bad' failed"
         assert result.results[name]["attempts"] == 0
-    assert result.nodes_with_status("success") == ["root", "good", "after_good"]
+    assert result.nodes_with_status("succeeded") == ["root", "good", "after_good"]
     assert [m["node"] for m in result.context.messages if m["status"] == "failed"] == ["bad"]
 
 
@@ -479,7 +483,7 @@ async def test_retry_until_success_counts_attempts() -> None:
     g = WorkflowGraph("g").add_node("a", flaky(2))
     result = await WorkflowExecutor(retry=FAST_RETRY).execute(g)
     assert result.results["a"] == result.results["a"] | {
-        "status": "success",
+        "status": "succeeded",
         "content": "ok after 3",
         "attempts": 3,
     }
@@ -712,7 +716,7 @@ async def test_half_open_lets_one_of_ten_concurrent_callers_through() -> None:
     gate.set()
     result = await run
     assert calls == 1
-    assert len(result.nodes_with_status("success")) == 1
+    assert len(result.nodes_with_status("succeeded")) == 1
     assert len(result.nodes_with_status("failed")) == 9
     assert breaker.state is CircuitState.CLOSED
 

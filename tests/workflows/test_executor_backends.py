@@ -102,7 +102,7 @@ async def test_a_breaker_that_cannot_record_the_verdict_does_not_change_the_outc
     ex = WorkflowExecutor(retry=RetryPolicy(max_attempts=1), circuit_breakers=breakers)
     with caplog.at_level(logging.WARNING, logger="heddle.executor"):
         result = await ex.execute(WorkflowGraph("g").add_node("a", agent))
-    expected = "success" if method == "record_success" else "failed"
+    expected = "succeeded" if method == "record_success" else "failed"
     assert result.results["a"]["status"] == expected
     assert any("could not update the circuit breaker" in r.getMessage() for r in caplog.records)
 
@@ -124,6 +124,8 @@ class BreakingCheckpointer(SQLiteCheckpointer):
         node: str,
         result: NodeResult,
         *,
+        iteration: int = 0,
+        item: int | None = None,
         wait: bool = True,
         owner: str | None = None,
     ) -> None:
@@ -132,7 +134,9 @@ class BreakingCheckpointer(SQLiteCheckpointer):
             raise CheckpointError(
                 f"checkpoint database {self.path}: disk I/O error", path=self.path
             )
-        await super().save_node(workflow_id, node, result, wait=wait, owner=owner)
+        await super().save_node(
+            workflow_id, node, result, iteration=iteration, item=item, wait=wait, owner=owner
+        )
 
 
 def _fan_out(n: int) -> WorkflowGraph:

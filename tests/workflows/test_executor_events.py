@@ -68,6 +68,7 @@ async def test_node_payloads_carry_node_agent_attempt_error_duration() -> None:
         "node": "f",
         "agent": flaky.__qualname__,
         "attempt": 1,
+        "iteration": 0,
         "error": "ConnectionError: reset",
         "error_type": "ConnectionError",
         "delay": 0.0,
@@ -87,7 +88,11 @@ async def test_node_payloads_carry_node_agent_attempt_error_duration() -> None:
     assert "in boom" in failed.payload["traceback"]
     assert failed.payload["attempts"] == 2
     (skipped,) = bus.of_type("node.skipped")
-    assert skipped.payload == {"node": "after", "reason": "upstream node 'x' failed"}
+    assert skipped.payload == {
+        "node": "after",
+        "reason": "upstream node 'x' failed",
+        "iteration": 0,
+    }
     assert bus.events[-1].payload["status"] == "failed"
 
 
@@ -204,6 +209,7 @@ def test_event_types_are_the_documented_lifecycle() -> None:
         "node.retrying",
         "node.failed",
         "node.skipped",
+        "edge.exhausted",
         "circuit.opened",
         "circuit.half_open",
         "circuit.closed",

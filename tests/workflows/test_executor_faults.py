@@ -101,7 +101,7 @@ async def recorded_successes(checkpointer: SQLiteCheckpointer | None, wid: str) 
     if checkpointer is None:
         return set()
     results = await checkpointer.node_results(wid)
-    return {node for node, r in results.items() if r["status"] == "success"}
+    return {node for node, r in results.items() if r["status"] == "succeeded"}
 
 
 async def assert_consistent(
@@ -110,13 +110,13 @@ async def assert_consistent(
     """Every node ended once; only nodes whose predecessors succeeded ran; the DB agrees."""
     assert list(result.results) == list(graph)
     statuses = {node: r["status"] for node, r in result.results.items()}
-    assert set(statuses.values()) <= {"success", "failed", "skipped"}
+    assert set(statuses.values()) <= {"succeeded", "failed", "skipped"}
     for node, status in statuses.items():
         if status != "skipped":
-            assert all(statuses[p] == "success" for p in graph.predecessors(node)), node
-    assert result.ok == all(s == "success" for s in statuses.values())
+            assert all(statuses[p] == "succeeded" for p in graph.predecessors(node)), node
+    assert result.ok == all(s == "succeeded" for s in statuses.values())
     if checkpointer is not None:
-        succeeded = {node for node, s in statuses.items() if s == "success"}
+        succeeded = {node for node, s in statuses.items() if s == "succeeded"}
         assert await recorded_successes(checkpointer, result.workflow_id) == succeeded
         record = await checkpointer.get_run(result.workflow_id)
         assert record is not None and record.status == result.status
@@ -147,7 +147,7 @@ async def test_an_agent_raising_cancelled_error_fails_only_its_node(
     assert middle["status"] == "failed"
     assert "CancelledError" in (middle["error"] or "")
     assert middle["attempts"] == calls["middle"] == 1
-    assert result.results["sibling"]["status"] == "success"
+    assert result.results["sibling"]["status"] == "succeeded"
     assert result.results["after"]["status"] == "skipped"
     assert calls["after"] == 0
     assert result.status == "failed"
@@ -167,7 +167,7 @@ async def test_a_sync_agent_raising_cancelled_error_fails_only_its_node(
     assert result.results["middle"]["status"] == "failed"
     assert "CancelledError" in (result.results["middle"]["error"] or "")
     assert result.results["middle"]["attempts"] == calls["middle"] == 1
-    assert result.results["sibling"]["status"] == "success"
+    assert result.results["sibling"]["status"] == "succeeded"
     assert result.results["after"]["status"] == "skipped"
     await assert_consistent(result, graph, checkpointer)
 
@@ -187,7 +187,7 @@ async def test_many_nodes_raising_cancelled_error_leave_every_other_node_ended(
     async with asyncio.timeout(LIMIT):
         result = await ex.execute(graph)
     assert result.nodes_with_status("failed") == [f"c{i}" for i in range(10)]
-    assert result.nodes_with_status("success") == [f"ok{i}" for i in range(10)]
+    assert result.nodes_with_status("succeeded") == [f"ok{i}" for i in range(10)]
     assert result.nodes_with_status("skipped") == [f"after{i}" for i in range(10)]
     await assert_consistent(result, graph, checkpointer)
 
@@ -211,7 +211,7 @@ async def test_a_task_callable_raising_cancelled_error_fails_its_node(
     assert result.results["middle"]["status"] == "failed"
     assert "CancelledError" in (result.results["middle"]["error"] or "")
     assert calls["middle"] == 0
-    assert result.results["sibling"]["status"] == "success"
+    assert result.results["sibling"]["status"] == "succeeded"
     await assert_consistent(result, graph, checkpointer)
 
 
@@ -467,7 +467,7 @@ async def test_an_error_that_cannot_be_printed_fails_its_node(
         result = await ex.execute(graph)
     assert result.results["middle"]["status"] == "failed"
     assert error.__name__ in (result.results["middle"]["error"] or "")
-    assert result.results["sibling"]["status"] == "success"
+    assert result.results["sibling"]["status"] == "succeeded"
     await assert_consistent(result, graph, checkpointer)
 
 
@@ -487,6 +487,6 @@ async def test_a_result_too_deeply_nested_to_store_fails_its_node(tmp_path: Path
         async with asyncio.timeout(LIMIT):
             result = await ex.execute(graph)
         assert result.results["middle"]["status"] == "failed"
-        assert result.results["sibling"]["status"] == "success"
+        assert result.results["sibling"]["status"] == "succeeded"
         assert result.results["after"]["status"] == "skipped"
         await assert_consistent(result, graph, store)

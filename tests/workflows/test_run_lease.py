@@ -270,7 +270,7 @@ async def test_renewal_and_finish_apply_only_to_the_owner(tmp_path: Path) -> Non
 
 
 def success(content: Any) -> NodeResult:
-    return NodeResult(content=content, status="success", error=None, attempts=1, duration=0.0)
+    return NodeResult(content=content, status="succeeded", error=None, attempts=1, duration=0.0)
 
 
 async def taken_over(checkpointer: SQLiteCheckpointer) -> tuple[RunLease, RunLease]:

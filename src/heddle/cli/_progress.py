@@ -16,7 +16,8 @@ succeeded is running, not done twice, and the bar's total is the number of
 nodes however many times they run. A node skipped because no edge into it
 was taken counts as "not taken", apart from the skips a failure caused.
 
-The bus calls :meth:`RunProgress.on_event` inline on the event loop, and the
+The run hands each event to :meth:`RunProgress.on_event` (it is one of the run's
+observers) on the event loop, and the
 panel is redrawn by a task on the same loop, so the counts need no lock.
 """
 
@@ -129,8 +130,12 @@ class RunProgress:
         self.counts[state] += 1
         self.detail[node] = detail
 
-    def on_event(self, event: Event) -> None:
-        """Follow one executor event (subscribe this to ``"*"`` on the run's bus)."""
+    async def on_event(self, event: Event) -> None:
+        """Follow one event of the run: a :class:`~heddle.workflows.RunObserver`."""
+        self.follow(event)
+
+    def follow(self, event: Event) -> None:
+        """Follow one executor event."""
         kind, p = event.event_type, event.payload
         node = str(p.get("node", ""))
         if kind.startswith("node."):

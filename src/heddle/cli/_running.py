@@ -39,7 +39,6 @@ from heddle.cli._render import (
     visible,
 )
 from heddle.core.errors import GraphMismatchError, RunNotFoundError
-from heddle.messaging.message_bus import MessageBus
 from heddle.workflows.checkpoint import RunRecord, SQLiteCheckpointer, default_database_path
 from heddle.workflows.codec import recorded_types
 from heddle.workflows.context import NodeResult
@@ -155,7 +154,7 @@ async def _follow(
 ) -> tuple[WorkflowResult, RunProgress]:
     """Execute (or resume) ``graph`` durably while a RunProgress shows its events."""
     path = db_path(db)
-    async with SQLiteCheckpointer(path) as checkpointer, MessageBus(max_history=0) as bus:
+    async with SQLiteCheckpointer(path) as checkpointer:
         types = recorded_types(graph)  # the classes to read the run's values back as
         record = await checkpointer.get_run(workflow_id, input_types=types.input)
         done: list[str] = []
@@ -177,7 +176,6 @@ async def _follow(
                 f"workflow id {workflow_id!r} is taken in {path} (status {record.state}); "
                 f"resume it with 'heddle resume {workflow_id} FILE' or choose another id"
             )
-        executor = WorkflowExecutor(max_concurrent, bus=bus, checkpointer=checkpointer)
         # Printed once the run is recorded, so a refused workflow id prints only the error.
         header = None
         if not resume:
@@ -188,7 +186,7 @@ async def _follow(
         progress = RunProgress(
             console, graph.name, workflow_id, list(graph), done=done, header=header
         )
-        bus.subscribe("*", progress.on_event)
+        executor = WorkflowExecutor(max_concurrent, checkpointer=checkpointer, observers=[progress])
         async with progress:
             if resume:
                 result = await executor.resume(workflow_id, graph, force=force)

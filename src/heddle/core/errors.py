@@ -11,6 +11,8 @@ keeps working for code that does not know heddle::
     ├── AgentNotSerializable (TypeError)     an agent or task cannot travel to a Ray worker
     ├── NoAttemptContext (RuntimeError)      heddle.current() was called outside an attempt
     ├── NodeTimeoutError (TimeoutError)      one attempt of a node overran its timeout
+    ├── TaskBuildError                       a node's task could not be built from its inputs
+    ├── RoutingError                         a when= or a branch raised, or chose no target
     ├── CircuitBreakerOpen                   the agent's breaker rejected the call
     ├── CheckpointError                      a durable run could not be recorded or read
     │   ├── ResultNotSerializable (TypeError)  a node's result (or the input) cannot be stored
@@ -58,9 +60,11 @@ __all__ = [
     "ResultNotRestorable",
     "ResultNotSerializable",
     "ResultTooLarge",
+    "RoutingError",
     "RunInProgressError",
     "RunNotFoundError",
     "StoreClosedError",
+    "TaskBuildError",
 ]
 
 
@@ -113,6 +117,42 @@ class NodeTimeoutError(HeddleError, TimeoutError):
         self.node = node
         self.timeout = timeout
         self.attempt = attempt
+
+
+class TaskBuildError(HeddleError):
+    """Building a node's task failed: its task callable raised, or its template did.
+
+    The agent was not called. The original exception is ``__cause__``.
+    """
+
+    def __init__(self, node: str, cause: BaseException) -> None:
+        super().__init__(f"building the task of node {node!r} failed: {_describe(cause)}")
+        self.node = node
+
+
+class RoutingError(HeddleError):
+    """A node succeeded but where its result goes could not be decided.
+
+    A ``when=`` condition or a branch's chooser raised, or a chooser returned
+    something other than one of its targets, a list of them, or None. The
+    node fails; ``value`` is what the chooser returned (None when it raised)
+    and ``targets`` the names it may choose from.
+    """
+
+    def __init__(
+        self, node: str, detail: str, *, value: object = None, targets: Sequence[str] = ()
+    ) -> None:
+        super().__init__(f"node {node!r}: {detail}")
+        self.node = node
+        self.value = value
+        self.targets = tuple(targets)
+
+
+def _describe(exc: BaseException) -> str:
+    try:
+        return f"{type(exc).__name__}: {exc}"
+    except Exception:  # a hostile __str__
+        return type(exc).__name__
 
 
 class CircuitBreakerOpen(HeddleError):

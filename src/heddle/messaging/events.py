@@ -40,6 +40,7 @@ class EventType(enum.StrEnum):
     NODE_RETRYING = "node.retrying"
     NODE_FAILED = "node.failed"
     NODE_SKIPPED = "node.skipped"
+    EDGE_EXHAUSTED = "edge.exhausted"
     CIRCUIT_OPENED = "circuit.opened"
     CIRCUIT_HALF_OPEN = "circuit.half_open"
     CIRCUIT_CLOSED = "circuit.closed"

@@ -1,18 +1,26 @@
 """Workflow graphs and their executor."""
 
+from heddle.workflows.activation import Activation
 from heddle.workflows.breakers import CircuitBreakers, LocalCircuitBreakers
-from heddle.workflows.checkpoint import Checkpointer, RunRecord, RunStatus, SQLiteCheckpointer
-from heddle.workflows.context import ExecutionContext, Message, NodeResult, NodeStatus
-from heddle.workflows.executor import WorkflowExecutor, WorkflowResult, WorkflowStatus
-from heddle.workflows.graph import Node, WorkflowGraph
+from heddle.workflows.checkpoint import Checkpointer, RunRecord, SQLiteCheckpointer
+from heddle.workflows.context import ExecutionContext, Message, NodeResult
+from heddle.workflows.current import AttemptContext
+from heddle.workflows.executor import WorkflowExecutor, WorkflowResult
+from heddle.workflows.graph import Branch, Edge, Node, WorkflowGraph
+from heddle.workflows.observers import RunObserver
 from heddle.workflows.resilience import CircuitBreaker, CircuitState, RetryPolicy
 from heddle.workflows.runner import LocalRunner, Runner, RunnerSession
+from heddle.workflows.status import NodeStatus, RunStatus
 
 __all__ = [
+    "Activation",
+    "AttemptContext",
+    "Branch",
     "Checkpointer",
     "CircuitBreaker",
     "CircuitBreakers",
     "CircuitState",
+    "Edge",
     "ExecutionContext",
     "LocalCircuitBreakers",
     "LocalRunner",
@@ -21,6 +29,7 @@ __all__ = [
     "NodeResult",
     "NodeStatus",
     "RetryPolicy",
+    "RunObserver",
     "RunRecord",
     "RunStatus",
     "Runner",
@@ -29,5 +38,4 @@ __all__ = [
     "WorkflowExecutor",
     "WorkflowGraph",
     "WorkflowResult",
-    "WorkflowStatus",
 ]

@@ -1,7 +1,10 @@
-"""One execution of a graph: the scheduling state and loop behind WorkflowExecutor.
+"""One execution of a graph: the attempts, the workers and the observers of a run.
 
 See :mod:`heddle.workflows.executor` for how a run is scheduled and why.
 A :class:`Run` lives exactly as long as one ``execute()`` or ``resume()``.
+It is built from small parts: a :class:`~heddle.workflows._frontier.Frontier`
+(readiness and routing), the attempts (task, breakers, the agent call under
+its timeout, retries on timers), and the observers (events).
 """
 
 from __future__ import annotations
@@ -11,9 +14,11 @@ import logging
 import sys
 import time
 import traceback
-from collections.abc import Awaitable, Callable, Mapping
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import Any, NoReturn
 
 from heddle import agents as agents_module
 from heddle.agents import AgentReply, await_if_needed
@@ -22,22 +27,27 @@ from heddle.core.errors import (
     NodeTimeoutError,
     ResultNotSerializable,
     ResultTooLarge,
+    RoutingError,
+    TaskBuildError,
 )
 from heddle.messaging.events import Event, EventType
 from heddle.workflows import runner as runner_module
-from heddle.workflows.context import ExecutionContext, Message, NodeResult, NodeStatus
+from heddle.workflows._frontier import READY, Frontier, decide, route_names
+from heddle.workflows.breakers import CircuitBreakers
+from heddle.workflows.checkpoint import Checkpointer
+from heddle.workflows.context import ExecutionContext, Message, NodeResult
+from heddle.workflows.current import ATTEMPT, AttemptContext, attempt_scope
 from heddle.workflows.graph import INPUT_FIELD, Node, Plan
-from heddle.workflows.resilience import CircuitState
-from heddle.workflows.runner import LocalRunner, RunnerSession
+from heddle.workflows.observers import RunObserver
+from heddle.workflows.resilience import CircuitState, RetryPolicy
+from heddle.workflows.runner import LocalRunner, Runner, RunnerSession
+from heddle.workflows.status import NodeStatus
 
-if TYPE_CHECKING:
-    from heddle.workflows.executor import WorkflowExecutor
-
-__all__ = ["Run", "error_text", "error_type", "format_traceback"]
+__all__ = ["Run", "RunSettings", "error_text", "error_type", "format_traceback"]
 
 logger = logging.getLogger("heddle.executor")
 
-_STOP = -1  # queue sentinel: no more work for this worker
+_SUCCEEDED, _FAILED, _SKIPPED = NodeStatus.SUCCEEDED, NodeStatus.FAILED, NodeStatus.SKIPPED
 
 #: A recorded traceback keeps this many characters: its head and its tail.
 MAX_TRACEBACK_CHARS = 16_000
@@ -101,58 +111,82 @@ class _Stop(Exception):
     """Raised inside a worker when the run must stop; the worker cancels the others."""
 
 
+@dataclass(frozen=True, slots=True)
+class RunSettings:
+    """What a run needs from its executor, fixed for the run's whole life."""
+
+    max_concurrent: int
+    retry: RetryPolicy
+    fail_fast: bool
+    rng: Callable[[], float]
+    breakers: CircuitBreakers
+    runner: Runner
+    checkpointer: Checkpointer | None = None
+
+
+Preloaded = Mapping[tuple[str, int], NodeResult]
+"""Recorded successes of an earlier attempt at a run, by ``(node, iteration)``."""
+
+
 class Run:
     """The mutable state of one execution; lives exactly as long as ``execute()``.
 
-    A node's state changes in one place, :meth:`_settle`, with no ``await``
-    inside it: a cancellation (fail-fast, an outside cancel) can interrupt a
-    node before that point or after it, never half-way, so every node ends in
-    exactly one status. The workers never raise anything but the run's own
-    cancellation and :class:`_Stop`: whatever stops a run reaches ``execute()``
-    as one error, never an ``ExceptionGroup``.
+    An activation's end changes the run's state in one place, :meth:`_finish`
+    after its checkpoint write, with no ``await`` between the result and the
+    frontier: a cancellation (fail-fast, an outside cancel) can interrupt a
+    node before that point or after it, never half-way, so every activation
+    ends in exactly one status. The workers never raise anything but the
+    run's own cancellation and :class:`_Stop`: whatever stops a run reaches
+    ``execute()`` as one error, never an ``ExceptionGroup``.
+
+    Workers are started on demand, up to ``max_concurrent``: a worker takes
+    ready activations until none is left, then ends. An agent that never
+    suspends is run to the end by one worker; more start only when work is
+    waiting while the others are busy.
     """
 
     def __init__(
         self,
-        executor: WorkflowExecutor,
+        settings: RunSettings,
         plan: Plan,
         context: ExecutionContext,
-        preloaded: Mapping[str, NodeResult] | None = None,
         *,
+        observers: Sequence[RunObserver] = (),
+        preloaded: Preloaded | None = None,
         owner: str | None = None,
-        lease_guard: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         n = len(plan.names)
-        self.executor = executor
+        self.settings = settings
         self.plan = plan
         self.context = context
-        self.waiting_on = [len(p) for p in plan.predecessors]
-        self.status: list[NodeStatus | None] = [None] * n
-        self.attempts = [0] * n
+        self.frontier = Frontier(plan)
+        self.attempts = [0] * n  # of the current activation
         self.tasks: list[Any] = [None] * n  # kept for retries, dropped when the node ends
-        self.contents: list[Any] = [None] * n  # of succeeded nodes, for their dependents
+        self.contents: list[Any] = [None] * n  # latest content of each node, for its dependents
         self.started = [0.0] * n
-        self.remaining = n
-        self.workers = min(executor.max_concurrent, n)
-        self.queue: asyncio.Queue[int] = asyncio.Queue()
+        self.history: dict[str, list[NodeResult]] | None = None if plan.static else {}
+        self.routed = not plan.static
+        self.ready: deque[int] = deque()
+        self.workers = 0
+        self.tg: asyncio.TaskGroup | None = None
+        self.topup_pending = False
+        self.done: asyncio.Future[None] | None = None
         self.timers: set[asyncio.TimerHandle] = set()
         self.session: RunnerSession  # opened by go(), only if something is left to run
-        self.breakers = executor.breakers
-        self.bus = executor.bus
-        self.checkpointer = executor.checkpointer
+        self.breakers = settings.breakers
+        self.checkpointer = settings.checkpointer
+        self.observers = tuple(observers)
         self.owner = owner  # the lease token every checkpoint write of this run carries
-        self.lease_guard = lease_guard  # awaited before each attempt: do we still own the run?
-        self.observe = self.bus is not None or self.checkpointer is not None
+        self.lease_guard: Callable[[], Awaitable[None]] | None = None  # before each attempt
         self.debug = logger.isEnabledFor(logging.DEBUG)
-        self.lost_events = 0  # events the bus refused (it raised on publish)
-        self.preloaded = preloaded
+        self.preloaded = preloaded or None
         # Why the run stops early: the node that failed under fail_fast, or the error
         # (a checkpoint or lease failure) that execute() raises. Set before _Stop.
         self.fail_fast_node: str | None = None
         self.fatal: Exception | None = None
         self.driver: asyncio.Task[Any] | None = None
-        self.worker_tasks: list[asyncio.Task[None]] = []
-        self.local_runner = isinstance(executor.runner, LocalRunner)
+        self.worker_tasks: set[asyncio.Task[None]] = set()
+        self.local_runner = isinstance(settings.runner, LocalRunner)
 
     def _log_extra(self, node: Node, attempt: int, **more: Any) -> dict[str, Any]:
         return {
@@ -164,33 +198,15 @@ class Run:
         }
 
     async def emit(self, event_type: EventType, **payload: Any) -> None:
+        """Hand an event to every observer (callers check ``self.observers`` first)."""
         event = Event(event_type, payload, source="executor", workflow_id=self.context.workflow_id)
-        if self.bus is not None:
-            try:
-                await self.bus.publish(event)
-            except Exception as exc:
-                # Events are observations: a bus that is down (a Redis outage) must not
-                # fail the work it observes. Say so once per run, then count quietly.
-                self.lost_events += 1
-                if self.lost_events == 1:
-                    logger.warning(
-                        "workflow %r: could not publish %s on %r (%s); the run goes on, "
-                        "further publish failures of this run are not logged",
-                        self.context.workflow_id,
-                        event.event_type,
-                        self.bus,
-                        error_text(exc),
-                        extra={"workflow_id": self.context.workflow_id},
-                    )
-        if self.checkpointer is not None:
-            await self.checkpointer.add_event(
-                self.context.workflow_id, event.to_dict(), owner=self.owner
-            )
+        for observer in self.observers:
+            await observer.on_event(event)
 
     async def emit_finished(
         self, graph: str, status: str, started_at: datetime, **more: Any
     ) -> None:
-        counts = {"success": 0, "failed": 0, "skipped": 0}
+        counts = dict.fromkeys(NodeStatus, 0)
         for result in self.context.results.values():
             counts[result["status"]] += 1
         await self.emit(
@@ -198,14 +214,14 @@ class Run:
             graph=graph,
             status=status,
             duration=(datetime.now(UTC) - started_at).total_seconds(),
-            succeeded=counts["success"],
-            failed=counts["failed"],
-            skipped=counts["skipped"],
+            succeeded=counts[_SUCCEEDED],
+            failed=counts[_FAILED],
+            skipped=counts[_SKIPPED],
             **more,
         )
 
     async def _circuit_changed(self, state: CircuitState | None, node: Node) -> None:
-        if state is None or not self.observe:
+        if state is None or not self.observers:
             return
         event_type = {
             CircuitState.OPEN: EventType.CIRCUIT_OPENED,
@@ -218,19 +234,25 @@ class Run:
             failures = -1
         await self.emit(event_type, agent=node.spec.name, node=node.name, failures=failures)
 
+    def succeeded(self) -> bool:
+        """Every node's latest activation succeeded, or was skipped as not taken."""
+        not_taken = self.frontier.not_taken
+        index = self.plan.index
+        for name, result in self.context.results.items():
+            status = result["status"]
+            if status != _SUCCEEDED and not (status == _SKIPPED and index[name] in not_taken):
+                return False
+        return True
+
     # -- the loop ----------------------------------------------------------------------
 
     async def go(self) -> None:
-        """Run every node that is not done; raise ``self.fatal`` if something stopped the run."""
+        """Run every activation that is not done; raise ``self.fatal`` if something stopped it."""
         self.driver = asyncio.current_task()
-        if self.preloaded:
-            await self._replay(self.preloaded)
-        for i, count in enumerate(self.waiting_on):
-            if count == 0 and self.status[i] is None:
-                self.queue.put_nowait(i)
-        if self.remaining == 0:
+        await self._release(self.frontier.start())
+        if self.frontier.open == 0:
             return
-        self.session = self.executor.runner.open(self.executor.max_concurrent)
+        self.session = self.settings.runner.open(self.settings.max_concurrent)
         try:
             await self.session.start()
             # Workers never raise: a worker that stops the run cancels the others
@@ -238,13 +260,17 @@ class Run:
             # Python 3.11 leaves that cancel request counted, which would make the
             # caller's own timeouts and cancels misfire.)
             async with asyncio.TaskGroup() as tg:
-                self.worker_tasks = [tg.create_task(self._worker()) for _ in range(self.workers)]
+                self.tg = tg
+                self.done = asyncio.get_running_loop().create_future()
+                self._topup()
+                if self.frontier.open and self.fatal is None and self.fail_fast_node is None:
+                    await self.done
             if self.fatal is not None:
                 raise self.fatal
-            if self.remaining:  # fail_fast cancelled what was left
-                failed = self.fail_fast_node or "?"
-                await self._mark_unfinished(failed)
+            if self.frontier.open:  # fail_fast cancelled what was left
+                await self._mark_unfinished(self.fail_fast_node or "?")
         finally:
+            self.tg = None
             for timer in self.timers:
                 timer.cancel()
             await self.session.aclose()
@@ -255,43 +281,99 @@ class Run:
             return True
         return self.driver is not None and self.driver.cancelling() > 0
 
-    async def _replay(self, recorded: Mapping[str, NodeResult]) -> None:
-        """Take the recorded successes of an earlier attempt at this run as done."""
-        plan, context = self.plan, self.context
-        for i in plan.order:  # topological, so messages read as the run went
-            name = plan.names[i]
-            result = recorded.get(name)
-            if result is None or result.get("status") != "success":
+    def _wake(self) -> None:
+        """The run is over (every node ended) or stops: let go() leave its task group."""
+        if self.done is not None and not self.done.done():
+            self.done.set_result(None)
+
+    def _topup(self) -> None:
+        """Start workers for the ready activations, up to ``max_concurrent`` in all."""
+        self.topup_pending = False
+        tg = self.tg
+        if tg is None or self._stopping():
+            return
+        wanted = min(self.settings.max_concurrent - self.workers, len(self.ready))
+        for _ in range(wanted):
+            self.workers += 1
+            task = tg.create_task(self._worker())
+            self.worker_tasks.add(task)
+            task.add_done_callback(self.worker_tasks.discard)
+
+    def _schedule(self, i: int) -> None:
+        self.ready.append(i)
+        if (
+            not self.topup_pending
+            and self.tg is not None
+            and self.workers < self.settings.max_concurrent
+        ):
+            # Not now: the worker that made ``i`` ready takes it next itself if its
+            # agent never suspends; more workers start once the loop gets a turn.
+            self.topup_pending = True
+            asyncio.get_running_loop().call_soon(self._topup)
+
+    async def _release(self, ready: list[int]) -> None:
+        """Queue the activations that became ready; replay those recorded earlier."""
+        preloaded = self.preloaded
+        if preloaded is None:
+            for i in ready:
+                self._schedule(i)
+            return
+        work = deque(ready)
+        names, iteration = self.plan.names, self.frontier.iteration
+        while work:
+            i = work.popleft()
+            recorded = preloaded.get((names[i], iteration[i]))
+            if recorded is None or recorded.get("status") != _SUCCEEDED:
+                self._schedule(i)
                 continue
-            result = NodeResult(**{**result, "resumed": True})
-            self.status[i] = "success"
-            self.contents[i] = result["content"]
-            self.attempts[i] = result["attempts"]
-            self.remaining -= 1
-            await context.set_result(name, result)
-            await context.add_message(
-                Message(
-                    node=name,
-                    agent=plan.nodes[i].spec.name,
-                    status="success",
-                    content=result["content"],
-                    error=None,
-                )
+            more = await self._replay(i, recorded)
+            if more is None:
+                self._schedule(i)  # its routing cannot be replayed: run it again
+            else:
+                work.extend(more)
+
+    async def _replay(self, i: int, recorded: NodeResult) -> list[int] | None:
+        """Take node ``i``'s recorded success as this activation's end; the nodes now ready."""
+        plan = self.plan
+        name = plan.names[i]
+        taken: frozenset[int] | None = None
+        if plan.routes[i] is not None:
+            names = recorded.get("taken")
+            if isinstance(names, list) and all(n in plan.index for n in names):
+                taken = frozenset(plan.index[n] for n in names)
+            else:
+                try:
+                    taken = self.frontier.bound(i, decide(plan, i, recorded["content"]))
+                except RoutingError:
+                    return None
+        result = NodeResult(**{**recorded, "resumed": True})
+        result["iteration"] = self.frontier.iteration[i]
+        self.contents[i] = result["content"]
+        await self.context.set_result(name, result)
+        if self.history is not None:
+            self.history.setdefault(name, []).append(result)
+        await self.context.add_message(
+            Message(
+                node=name,
+                agent=plan.nodes[i].spec.name,
+                status=_SUCCEEDED,
+                content=result["content"],
+                error=None,
+                iteration=result["iteration"],
             )
-            for j in plan.successors[i]:
-                self.waiting_on[j] -= 1
+        )
+        ready = self.frontier.settle(i, _SUCCEEDED, taken)
+        await self._announce(await self._take_skips())
+        return ready
 
     async def _worker(self) -> None:
-        queue = self.queue
+        ready = self.ready
         me = asyncio.current_task()
         assert me is not None
         try:
-            while True:
-                i = _STOP
+            while ready:
+                i = ready.popleft()
                 try:
-                    i = await queue.get()
-                    if i == _STOP:
-                        return
                     await self._attempt(i)
                 except asyncio.CancelledError as exc:
                     if self._stopping():
@@ -300,16 +382,19 @@ class Run:
                     # someone cancelled this worker. The worker lives on; the node ends.
                     while me.uncancel():
                         pass
-                    if i != _STOP and self.status[i] is None:
+                    if self.frontier.state[i] == READY:
                         await self._guarded(self._finish_failed(i, exc))
                 except _Stop:
                     raise
                 except Exception as exc:
                     self._stop_with(exc)
         except _Stop:  # this worker stops the run: the others are cancelled
-            for task in self.worker_tasks:
+            for task in list(self.worker_tasks):
                 if task is not me:
                     task.cancel()
+            self._wake()
+        finally:
+            self.workers -= 1
 
     async def _guarded(self, step: Awaitable[None]) -> None:
         """Await a bookkeeping step; an error in it stops the run (see :meth:`_stop_with`)."""
@@ -332,8 +417,20 @@ class Run:
             )
         raise _Stop from exc
 
+    def attempt_context(self, i: int, attempt: int) -> AttemptContext:
+        """What ``heddle.current()`` returns in attempt ``attempt`` of node ``i``."""
+        node = self.plan.nodes[i]
+        return AttemptContext(
+            self.context.workflow_id,
+            self.context.graph_name,
+            node.name,
+            node.spec.name,
+            attempt,
+            self.frontier.iteration[i],
+        )
+
     async def _attempt(self, i: int) -> None:
-        if self.status[i] is not None:  # ended meanwhile (a stray cancel failed it)
+        if self.frontier.state[i] != READY:  # ended meanwhile (a stray cancel failed it)
             return
         node = self.plan.nodes[i]
         if self.attempts[i] == 0:
@@ -347,7 +444,9 @@ class Run:
                     error_text(exc),
                     extra=self._log_extra(node, 0, error_type=error_type(exc)),
                 )
-                await self._finish(i, None, "failed", exc, prefix="TaskError: ")
+                error = TaskBuildError(node.name, exc)
+                error.__cause__ = exc
+                await self._finish(i, None, _FAILED, error, cause=exc)
                 return
         if self.lease_guard is not None:
             await self.lease_guard()  # raises LeaseLostError: this process must start nothing
@@ -369,11 +468,19 @@ class Run:
                 attempt,
                 extra=self._log_extra(node, attempt),
             )
-        if self.observe:
+        if self.observers:
             await self._circuit_changed(changed, node)
             await self.emit(
-                EventType.NODE_STARTED, node=node.name, agent=node.spec.name, attempt=attempt
+                EventType.NODE_STARTED,
+                node=node.name,
+                agent=node.spec.name,
+                attempt=attempt,
+                iteration=self.frontier.iteration[i],
             )
+        # heddle.current() for the agent, built only if it asks. Not reset afterwards: the
+        # worker's own context, and the next attempt in it sets its own (a reset would
+        # double the cost, which every node pays).
+        ATTEMPT.set((self, i, attempt))
         try:
             content = await self._call(node, self.tasks[i], attempt)
         except asyncio.CancelledError as exc:
@@ -395,7 +502,7 @@ class Run:
         except Exception as exc:
             self._unrecorded(node, exc)
             changed = None
-        if self.observe:
+        if self.observers:
             await self._circuit_changed(changed, node)
         if self.debug:
             logger.debug(
@@ -407,18 +514,31 @@ class Run:
         usage = None
         if type(content) is AgentReply:  # an agent that reports usage (pydantic-ai)
             content, usage = content.content, content.usage
-        await self._finish(i, content, "success", None, usage=usage)
+        taken = None
+        if self.routed and self.plan.routes[i] is not None:
+            try:
+                taken = self.frontier.bound(i, decide(self.plan, i, content))
+            except RoutingError as exc:  # the agent's work is done: not retried
+                logger.warning(
+                    "node %r failed: %s",
+                    node.name,
+                    exc,
+                    extra=self._log_extra(node, attempt, error_type=error_type(exc)),
+                )
+                await self._finish(i, content, _FAILED, exc, cause=exc.__cause__ or exc)
+                return
+        await self._finish(i, content, _SUCCEEDED, None, usage=usage, taken=taken)
 
     async def _agent_failed(self, i: int, node: Node, exc: BaseException, attempt: int) -> None:
         changed = await self._record(self.breakers.record_failure, node)
-        if self.observe:
+        if self.observers:
             await self._circuit_changed(changed, node)
         await self._fail(i, node, exc, self._retry_delay(node, exc, attempt))
 
     def _retry_delay(self, node: Node, exc: BaseException, attempt: int) -> float | None:
-        policy = node.retry or self.executor.retry
+        policy = node.retry or self.settings.retry
         if policy.should_retry(exc, attempt):
-            return policy.delay(attempt, self.executor._rng)
+            return policy.delay(attempt, self.settings.rng)
         return None
 
     async def _record(
@@ -456,20 +576,26 @@ class Run:
 
     async def _task_for(self, i: int, node: Node) -> Any:
         template = node.task
-        preds = self.plan.predecessors[i]
-        contents, names = self.contents, self.plan.names
+        contents, names, plan = self.contents, self.plan.names, self.plan
+        inputs = plan.predecessors[i] if plan.static else self.frontier.inputs(i)
         if template is None:
-            if not preds:
+            if not inputs:
                 return self.context.input
-            if len(preds) == 1:
-                return contents[preds[0]]
-            return {names[p]: contents[p] for p in preds}
+            if len(inputs) == 1:
+                return contents[inputs[0]]
+            return {names[p]: contents[p] for p in inputs}
         if isinstance(template, str):
-            fields = {names[p]: contents[p] for p in preds}
+            fields: dict[str, Any] = {}
+            if not plan.static:  # a source whose edge delivered nothing formats as ""
+                fields = dict.fromkeys(
+                    (names[p] for p in (*plan.predecessors[i], *plan.back_sources[i])), ""
+                )
+            fields.update({names[p]: contents[p] for p in inputs})
             fields[INPUT_FIELD] = self.context.input
             return template.format_map(fields)
         if callable(template):
-            return await await_if_needed(template(self.context))
+            with attempt_scope(self.attempt_context(i, self.attempts[i] + 1)):
+                return await await_if_needed(template(self.context))
         return template
 
     async def _fail(
@@ -490,12 +616,13 @@ class Run:
                 error,
                 extra=self._log_extra(node, attempt, error_type=error_type(exc)),
             )
-            if self.observe:
+            if self.observers:
                 await self.emit(
                     EventType.NODE_RETRYING,
                     node=node.name,
                     agent=node.spec.name,
                     attempt=attempt,
+                    iteration=self.frontier.iteration[i],
                     error=error,
                     error_type=error_type(exc),
                     delay=retry_delay,
@@ -509,7 +636,7 @@ class Run:
             error_text(exc),
             extra=self._log_extra(node, attempt, error_type=error_type(exc)),
         )
-        await self._finish(i, None, "failed", exc)
+        await self._finish(i, None, _FAILED, exc)
 
     async def _finish_failed(self, i: int, exc: BaseException) -> None:
         """End node ``i`` failed with ``exc`` outside the usual path (a stray cancellation)."""
@@ -522,17 +649,17 @@ class Run:
             error_text(exc),
             extra=self._log_extra(node, self.attempts[i], error_type=error_type(exc)),
         )
-        await self._finish(i, None, "failed", exc)
+        await self._finish(i, None, _FAILED, exc)
 
     def _retry_later(self, i: int, delay: float) -> None:
         if delay <= 0:
-            self.queue.put_nowait(i)
+            self._schedule(i)
             return
         loop = asyncio.get_running_loop()
 
         def fire() -> None:
             self.timers.discard(timer)
-            self.queue.put_nowait(i)
+            self._schedule(i)
 
         timer = loop.call_later(delay, fire)
         self.timers.add(timer)
@@ -544,88 +671,123 @@ class Run:
         status: NodeStatus,
         exc: BaseException | None,
         *,
-        prefix: str = "",
+        cause: BaseException | None = None,
         usage: Mapping[str, int] | None = None,
+        taken: frozenset[int] | None = None,
     ) -> None:
-        """Record node ``i``'s final result, settle the run's state, then tell the observers."""
+        """Record activation ``i``'s result, settle the frontier, then tell the observers."""
+        plan, frontier = self.plan, self.frontier
+        iteration = frontier.iteration[i]
         result = NodeResult(
             content=content,
             status=status,
             error=None,
             attempts=self.attempts[i],
             duration=time.perf_counter() - self.started[i],
+            iteration=iteration,
         )
         if exc is not None:
-            result["error"] = prefix + error_text(exc)
+            result["error"] = error_text(exc)
             result["error_type"] = error_type(exc)
-            result["traceback"] = format_traceback(exc)
+            result["traceback"] = format_traceback(cause or exc)
         if usage is not None:
             result["usage"] = dict(usage)
+        if taken is not None:
+            result["taken"] = route_names(plan, i, taken)
         if self.checkpointer is not None:
             result = await self._checkpoint(i, result)
-        # From here to add_message nothing suspends (the context is in memory), so no
+            if result["status"] != status:  # could not be stored: it failed after all
+                status, taken = result["status"], None
+        # From here to the frontier nothing suspends (the context is in memory), so no
         # cancellation can come between: the node, its dependents and the run's count
-        # change together, and every node ends in exactly one status.
-        plan = self.plan
+        # change together, and every activation ends in exactly one status.
         name = plan.names[i]
         await self.context.set_result(name, result)  # in memory: never suspends
-        # _settle and _release_successors, inlined: this is every node's path.
-        status = self.status[i] = result["status"]
+        if self.history is not None:
+            self.history.setdefault(name, []).append(result)
         self.tasks[i] = None
-        self.contents[i] = result["content"]
-        self.remaining -= 1
-        succeeded = status == "success"
-        if succeeded:
-            waiting_on, statuses, queue = self.waiting_on, self.status, self.queue
-            for j in plan.successors[i]:
-                waiting_on[j] -= 1
-                if waiting_on[j] == 0 and statuses[j] is None:
-                    queue.put_nowait(j)
-        else:
-            reason = f"upstream node {name!r} failed"
-            doomed = await self._doom_descendants(i, reason)
-        if self.remaining == 0:
-            self._stop_workers()
+        self.attempts[i] = 0
+        self.contents[i] = result["content"] if status == _SUCCEEDED else None
+        ready = frontier.settle(i, status, taken)
+        skips = await self._take_skips() if frontier.skipped else None
+        if frontier.open == 0:
+            self._wake()
         await self.context.add_message(
             Message(
                 node=name,
-                agent=self.plan.nodes[i].spec.name,
-                status=result["status"],
+                agent=plan.nodes[i].spec.name,
+                status=status,
                 content=result["content"],
                 error=result["error"],
+                iteration=iteration,
             )
         )
-        if self.observe:
+        if self.observers:
             await self._emit_end(i, result)
-        if succeeded:
-            return
-        if doomed:
-            await self._announce_skips(doomed, reason)
-        if self.executor.fail_fast:
+        if skips or frontier.exhausted:
+            await self._announce(skips or [])
+        if self.preloaded is None:
+            if ready:
+                self.ready.extend(ready)
+                if (
+                    not self.topup_pending
+                    and self.tg is not None
+                    and self.workers < self.settings.max_concurrent
+                ):
+                    self.topup_pending = True
+                    asyncio.get_running_loop().call_soon(self._topup)
+        else:
+            await self._release(ready)
+        if status == _FAILED and self.settings.fail_fast:
             self.fail_fast_node = name
             raise _Stop
 
-    def _settle(self, i: int, result: NodeResult) -> None:
-        """Node ``i`` has ended with ``result`` (already in the context): no await here."""
-        self.status[i] = result["status"]
-        self.tasks[i] = None
-        self.contents[i] = result["content"]
-        self.remaining -= 1
+    async def _take_skips(self) -> list[tuple[int, str, NodeResult]]:
+        """Give the nodes the frontier just skipped their results; never suspends.
 
-    def _stop_workers(self) -> None:
-        """Every node has ended: each worker takes one stop sentinel and returns."""
-        for _ in range(self.workers):
-            self.queue.put_nowait(_STOP)
+        Called right after :meth:`Frontier.settle`, before any ``await`` that
+        could suspend, so that a cancellation never finds a node ended in the
+        frontier without its result.
+        """
+        frontier = self.frontier
+        if not frontier.skipped:
+            return []
+        skipped, frontier.skipped = frontier.skipped, []
+        out = [(j, reason, await self._skip(j, reason)) for j, reason in skipped]
+        if frontier.open == 0:
+            self._wake()
+        return out
+
+    async def _announce(self, skips: list[tuple[int, str, NodeResult]]) -> None:
+        """Record and publish what the frontier decided besides the node's own end."""
+        frontier = self.frontier
+        if frontier.exhausted:
+            exhausted, frontier.exhausted = frontier.exhausted, []
+            if self.observers:
+                names = self.plan.names
+                for edge, iteration in exhausted:
+                    await self.emit(
+                        EventType.EDGE_EXHAUSTED,
+                        source=names[edge.source],
+                        target=names[edge.target],
+                        iteration=iteration,
+                        max_iterations=edge.max_iterations,
+                    )
+        for j, reason, result in skips:
+            await self._announce_skip(j, reason, result)
 
     async def _emit_end(self, i: int, result: NodeResult) -> None:
         name, agent = self.plan.names[i], self.plan.nodes[i].spec.name
-        if result["status"] == "success":
+        if result["status"] == _SUCCEEDED:
+            more = {"taken": result["taken"]} if "taken" in result else {}
             await self.emit(
                 EventType.NODE_SUCCEEDED,
                 node=name,
                 agent=agent,
                 attempts=result["attempts"],
+                iteration=result["iteration"],
                 duration=result["duration"],
+                **more,
             )
         else:
             await self.emit(
@@ -633,6 +795,7 @@ class Run:
                 node=name,
                 agent=agent,
                 attempts=result["attempts"],
+                iteration=result["iteration"],
                 error=result["error"],
                 error_type=result.get("error_type"),
                 traceback=result.get("traceback"),
@@ -643,9 +806,15 @@ class Run:
         """Record a final result; a success is durable before its dependents may start."""
         assert self.checkpointer is not None
         name, wid = self.plan.names[i], self.context.workflow_id
+        iteration = result["iteration"]
         try:
             await self.checkpointer.save_node(
-                wid, name, result, wait=result["status"] == "success", owner=self.owner
+                wid,
+                name,
+                result,
+                iteration=iteration,
+                wait=result["status"] == _SUCCEEDED,
+                owner=self.owner,
             )
         except (ResultNotSerializable, ResultTooLarge) as exc:
             # The work is done but cannot be stored: the node fails, and its content stays
@@ -655,52 +824,59 @@ class Run:
             )
             failed = NodeResult(
                 content=None,
-                status="failed",
+                status=_FAILED,
                 error=error_text(exc),
                 attempts=result["attempts"],
                 duration=result["duration"],
+                iteration=iteration,
                 error_type=error_type(exc),
                 traceback=None,
             )
-            await self.checkpointer.save_node(wid, name, failed, wait=False, owner=self.owner)
+            await self.checkpointer.save_node(
+                wid, name, failed, iteration=iteration, wait=False, owner=self.owner
+            )
             result = NodeResult(**{**failed, "content": result["content"]})
         return result
 
-    async def _doom_descendants(self, i: int, reason: str) -> list[int]:
-        """Mark every unfinished node downstream of ``i`` skipped; return them."""
-        plan, status = self.plan, self.status
-        doomed = []
-        stack = list(plan.successors[i])
-        while stack:
-            j = stack.pop()
-            if status[j] is not None:
-                continue
-            await self._skip(j, reason)
-            doomed.append(j)
-            stack.extend(plan.successors[j])
-        return doomed
-
-    async def _skip(self, j: int, reason: str) -> None:
+    async def _skip(self, j: int, reason: str) -> NodeResult:
+        """Node ``j`` is skipped (the frontier says so): its result, in memory."""
+        name = self.plan.names[j]
         result = NodeResult(
-            content=None, status="skipped", error=reason, attempts=self.attempts[j], duration=0.0
+            content=None,
+            status=_SKIPPED,
+            error=reason,
+            attempts=self.attempts[j],
+            duration=0.0,
+            iteration=self.frontier.iteration[j],
         )
-        await self.context.set_result(self.plan.names[j], result)  # never suspends
-        self._settle(j, result)
+        await self.context.set_result(name, result)  # never suspends
+        if self.history is not None:
+            self.history.setdefault(name, []).append(result)
+        self.tasks[j] = None
+        self.contents[j] = None
+        return result
 
-    async def _announce_skips(self, doomed: list[int], reason: str) -> None:
-        """Record and publish skips already settled by :meth:`_skip`."""
-        wid, names, checkpointer = self.context.workflow_id, self.plan.names, self.checkpointer
-        for j in doomed:
-            if checkpointer is not None:
-                result = self.context.results[names[j]]
-                await checkpointer.save_node(wid, names[j], result, wait=False, owner=self.owner)
-            if self.observe:
-                await self.emit(EventType.NODE_SKIPPED, node=names[j], reason=reason)
+    async def _announce_skip(self, j: int, reason: str, result: NodeResult) -> None:
+        """Record and publish a skip already settled by :meth:`_skip`."""
+        name = self.plan.names[j]
+        if self.checkpointer is not None:
+            await self.checkpointer.save_node(
+                self.context.workflow_id,
+                name,
+                result,
+                iteration=result["iteration"],
+                wait=False,
+                owner=self.owner,
+            )
+        if self.observers:
+            await self.emit(
+                EventType.NODE_SKIPPED, node=name, reason=reason, iteration=result["iteration"]
+            )
 
     async def _mark_unfinished(self, failed: str) -> None:
-        for j, status in enumerate(self.status):
-            if status is None:
-                what = "cancelled" if self.attempts[j] else "not run"
-                reason = f"{what}: fail_fast after node {failed!r} failed"
-                await self._skip(j, reason)
-                await self._announce_skips([j], reason)
+        def reason(j: int) -> str:
+            what = "cancelled" if self.attempts[j] else "not run"
+            return f"{what}: fail_fast after node {failed!r} failed"
+
+        self.frontier.skip_unfinished(reason)
+        await self._announce(await self._take_skips())

@@ -16,21 +16,26 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from types import MappingProxyType
-from typing import Any, Literal, NotRequired, TypedDict, overload
+from typing import Any, NotRequired, TypedDict, overload
+
+from heddle.workflows.status import NodeStatus
 
 __all__ = ["ExecutionContext", "Message", "NodeResult", "NodeStatus"]
 
-NodeStatus = Literal["success", "failed", "skipped"]
-
 
 class NodeResult(TypedDict):
-    """What one node produced. JSON-serialisable when its content is."""
+    """What one activation of a node produced. JSON-serialisable when its content is."""
 
     content: Any
     status: NodeStatus
     error: str | None  # "TypeName: message", or why the node was skipped
     attempts: int
     duration: float  # seconds from the first attempt's start to the end, 0.0 if it never ran
+    # Which run of the node this is: 0, or 1, 2, ... when a loop ran it again.
+    iteration: NotRequired[int]
+    # For a node with conditional out-edges that succeeded: the targets whose edges
+    # were taken, in the order the edges were added.
+    taken: NotRequired[list[str]]
     resumed: NotRequired[bool]  # True when the result was replayed from a checkpoint
     # Set when the node failed because its agent (or its task) raised: the exception's
     # type ("ValueError", "mypackage.errors.QuotaError") and its formatted traceback
@@ -49,6 +54,7 @@ class Message(TypedDict):
     status: NodeStatus
     content: Any
     error: str | None
+    iteration: NotRequired[int]
 
 
 class _SequenceView(Sequence[Any]):

@@ -17,6 +17,7 @@ import contextlib
 import contextvars
 from dataclasses import dataclass
 from types import TracebackType
+from typing import Protocol
 
 from heddle.core.errors import NoAttemptContext
 
@@ -48,9 +49,33 @@ class AttemptContext:
     item: int | None = None
 
 
-_ATTEMPT: contextvars.ContextVar[AttemptContext | None] = contextvars.ContextVar(
-    "heddle_attempt", default=None
+class AttemptSource(Protocol):
+    """What can say which attempt is running (the executor's run, without building it first)."""
+
+    def attempt_context(self, node: int, attempt: int) -> AttemptContext: ...
+
+
+# An AttemptContext, or (source, node index, attempt): the executor sets the cheap
+# tuple around every call and current() builds the context only when it is asked for.
+_ATTEMPT: contextvars.ContextVar[AttemptContext | tuple[AttemptSource, int, int] | None] = (
+    contextvars.ContextVar("heddle_attempt", default=None)
 )
+
+
+ATTEMPT = _ATTEMPT  # for the executor's hot path: set((run, node, attempt)) and reset
+
+
+def enter_lazy(
+    source: AttemptSource, node: int, attempt: int
+) -> contextvars.Token[AttemptContext | tuple[AttemptSource, int, int] | None]:
+    """Make ``source.attempt_context(node, attempt)`` current (built on first ask); for the run."""
+    return _ATTEMPT.set((source, node, attempt))
+
+
+def leave(token: contextvars.Token[AttemptContext | tuple[AttemptSource, int, int] | None]) -> None:
+    """Undo :func:`enter_lazy`."""
+    _ATTEMPT.reset(token)
+
 
 _OUTSIDE = (
     "heddle.current() is only available inside an agent's attempt (a node's agent called "
@@ -73,6 +98,10 @@ def current() -> AttemptContext:
     attempt = _ATTEMPT.get()
     if attempt is None:
         raise NoAttemptContext(_OUTSIDE)
+    if type(attempt) is tuple:
+        source, node, number = attempt
+        return source.attempt_context(node, number)
+    assert isinstance(attempt, AttemptContext)
     return attempt
 
 

@@ -6,9 +6,12 @@ How a run is scheduled (and why):
   decrements its successors' counts and queues those that reach zero. A node
   therefore starts as soon as *its own* predecessors are done, never waiting
   for an unrelated slow node, and a run costs O(nodes + edges).
-* ``max_concurrent`` workers take ready nodes from one queue. Ready nodes
-  wait in the queue as integers, not as parked tasks, so 100,000 ready nodes
-  cost a list, not 100,000 tasks. Sync agents run in the runner's one thread
+* Up to ``max_concurrent`` workers take ready activations from one queue,
+  started on demand: a worker runs ready activations until none is left, so
+  agents that never suspend cost one task in all, and more workers start
+  only when work waits while the others are busy. Ready nodes wait in the
+  queue as integers, not as parked tasks, so 100,000 ready nodes cost a
+  deque, not 100,000 tasks. Sync agents run in the runner's one thread
   pool (``max_threads``, default ``max_concurrent``), shared by every run of
   the executor, so the bound holds (and is reached) for them too, and many
   concurrent runs do not multiply the threads.
@@ -20,8 +23,12 @@ How a run is scheduled (and why):
   keep running (``fail_fast=True`` cancels everything instead).
 * Loop-bound primitives are created per ``execute()`` call, so one executor
   (and its circuit breakers) serves several event loops one after another.
-* With a ``bus``, the run publishes lifecycle events (:class:`EventType`);
-  without one, no event is even built.
+* Conditional edges and loops are decided by the run's frontier
+  (:mod:`heddle.workflows._frontier`); a plain DAG pays only a counter per
+  node for them.
+* Everything that watches a run (the ``bus``, the checkpointer's event log,
+  ``observers``) is a :class:`RunObserver` in one list; with none, no event
+  is even built.
 * With a checkpointer, the run is owned by this process through a
   :class:`RunLease`, renewed every third of ``checkpointer.lease``; if another
   process takes the run over, this one stops it with :class:`LeaseLostError`.
@@ -37,10 +44,10 @@ import random
 import re
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
 from heddle.core._checks import check_int
 from heddle.core._resource import AsyncResource
@@ -53,20 +60,21 @@ from heddle.core.errors import (
 from heddle.messaging.events import EventType
 from heddle.messaging.message_bus import MessageBus
 from heddle.workflows._lease import LeaseKeeper
-from heddle.workflows._run import Run, error_text, error_type
+from heddle.workflows._run import Preloaded, Run, RunSettings, error_text, error_type
+from heddle.workflows.activation import Activation
 from heddle.workflows.breakers import CircuitBreakers, LocalCircuitBreakers
 from heddle.workflows.checkpoint import Checkpointer, RunLease, RunRecord, SQLiteCheckpointer
 from heddle.workflows.codec import recorded_types
-from heddle.workflows.context import ExecutionContext, NodeResult, NodeStatus
-from heddle.workflows.graph import WorkflowGraph
+from heddle.workflows.context import ExecutionContext, NodeResult
+from heddle.workflows.graph import Plan, WorkflowGraph
+from heddle.workflows.observers import BusObserver, EventLog, Isolated, RunObserver
 from heddle.workflows.resilience import CircuitBreaker, RetryPolicy
 from heddle.workflows.runner import LocalRunner, Runner
+from heddle.workflows.status import NodeStatus, RunStatus
 
-__all__ = ["WorkflowExecutor", "WorkflowResult", "WorkflowStatus", "new_workflow_id"]
+__all__ = ["WorkflowExecutor", "WorkflowResult", "new_workflow_id"]
 
 logger = logging.getLogger("heddle.executor")
-
-WorkflowStatus = Literal["succeeded", "failed"]
 
 _WORKFLOW_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 
@@ -80,34 +88,59 @@ def _where(checkpointer: Checkpointer) -> object:
     return getattr(checkpointer, "path", checkpointer)
 
 
+def _successes(recorded: Mapping[Activation, NodeResult]) -> Preloaded:
+    """The recorded successes of a run, by ``(node, iteration)``: what a resume replays."""
+    return {
+        (activation.node, activation.iteration): result
+        for activation, result in recorded.items()
+        if activation.item is None and result.get("status") == NodeStatus.SUCCEEDED
+    }
+
+
 @dataclass(frozen=True, slots=True, repr=False)
 class WorkflowResult:
     """The outcome of one execution.
 
-    ``results`` maps every node, in the graph's order, to its
-    :class:`~heddle.workflows.context.NodeResult`; ``status`` is
-    ``"succeeded"`` when every node succeeded, else ``"failed"``.
+    ``results`` maps every node, in the graph's order, to the
+    :class:`~heddle.workflows.context.NodeResult` of its latest activation
+    (a node a loop ran again has ``"iteration"`` 1, 2, ...;
+    :meth:`iterations` lists them all); ``status`` is
+    :attr:`RunStatus.SUCCEEDED` when every node succeeded or was skipped as
+    not taken (a branch that was not chosen), else :attr:`RunStatus.FAILED`.
     """
 
     workflow_id: str
     graph_name: str
-    status: WorkflowStatus
+    status: RunStatus
     results: Mapping[str, NodeResult]
     context: ExecutionContext
     started_at: datetime
     finished_at: datetime
+    history: Mapping[str, list[NodeResult]] | None = None
 
     def __repr__(self) -> str:
         # Contents can share structure (a join's dict holds its inputs' contents): a full
         # repr of a large DAG's results is exponential, so keep the repr to a summary.
         return (
             f"WorkflowResult(workflow_id={self.workflow_id!r}, graph={self.graph_name!r}, "
-            f"status={self.status!r}, nodes={len(self.results)}, duration={self.duration:.3f}s)"
+            f"status={str(self.status)!r}, nodes={len(self.results)}, "
+            f"duration={self.duration:.3f}s)"
         )
 
     @property
     def ok(self) -> bool:
-        return self.status == "succeeded"
+        return self.status == RunStatus.SUCCEEDED
+
+    def iterations(self, node: str) -> list[NodeResult]:
+        """Every activation of ``node`` this run recorded, oldest first (one for most nodes)."""
+        if node not in self.results:
+            known = ", ".join(map(repr, self.results))
+            raise ConfigurationError(
+                f"no node {node!r} in this run (nodes: {known})", parameter="node"
+            )
+        if self.history is None or node not in self.history:
+            return [self.results[node]]
+        return list(self.history[node])
 
     @property
     def duration(self) -> float:
@@ -118,8 +151,8 @@ class WorkflowResult:
         """Shorthand for ``results[node]["content"]``."""
         return self.results[node]["content"]
 
-    def nodes_with_status(self, status: NodeStatus) -> list[str]:
-        """The names of the nodes that ended with ``status``, in graph order."""
+    def nodes_with_status(self, status: NodeStatus | str) -> list[str]:
+        """The names of the nodes whose latest activation ended with ``status``, in graph order."""
         return [name for name, r in self.results.items() if r["status"] == status]
 
 
@@ -154,17 +187,22 @@ class WorkflowExecutor(AsyncResource):
     run. Close an executor with ``aclose()`` or ``async with`` to release the
     checkpointer it opened and its threads.
 
-    With a ``bus``, every run publishes its lifecycle on it (all with the
-    run's ``workflow_id``; payload keys in brackets): ``workflow.started``
-    [graph, nodes], ``node.started`` [node, agent, attempt],
-    ``node.succeeded`` [node, agent, attempts, duration], ``node.retrying``
-    [node, agent, attempt, error, delay], ``node.failed`` [node, agent,
-    attempts, error, duration], ``node.skipped`` [node, reason],
-    ``circuit.opened`` / ``circuit.half_open`` / ``circuit.closed`` [agent,
-    node, failures], and last ``workflow.finished`` [graph, status, duration,
-    succeeded, failed, skipped]; a cancelled run finishes with status
-    ``"cancelled"``. Publishing never waits for async subscribers (see
-    :class:`MessageBus`).
+    With a ``bus``, every run publishes its lifecycle on it, and hands the
+    same events to each of ``observers`` (:class:`RunObserver`; all events
+    carry the run's ``workflow_id``; payload keys in brackets):
+    ``workflow.started`` [graph, nodes], ``node.started`` [node, agent,
+    attempt, iteration], ``node.succeeded`` [node, agent, attempts,
+    iteration, duration, and ``taken`` for a node with conditional edges],
+    ``node.retrying`` [node, agent, attempt, iteration, error, error_type,
+    delay], ``node.failed`` [node, agent, attempts, iteration, error,
+    error_type, traceback, duration], ``node.skipped`` [node, reason,
+    iteration], ``edge.exhausted`` [source, target, iteration,
+    max_iterations] (a loop's bound was reached), ``circuit.opened`` /
+    ``circuit.half_open`` / ``circuit.closed`` [agent, node, failures], and
+    last ``workflow.finished`` [graph, status, duration, succeeded, failed,
+    skipped]; a cancelled run finishes with status ``"cancelled"``.
+    Publishing never waits for async subscribers (see :class:`MessageBus`);
+    an observer that raises is logged, not fatal.
     """
 
     def __init__(
@@ -180,6 +218,7 @@ class WorkflowExecutor(AsyncResource):
         runner: Runner | None = None,
         max_threads: int | None = None,
         circuit_breakers: CircuitBreakers | None = None,
+        observers: Sequence[RunObserver] = (),
         clock: Callable[[], float] = time.monotonic,
         rng: Callable[[], float] = random.random,
     ) -> None:
@@ -198,6 +237,15 @@ class WorkflowExecutor(AsyncResource):
                 parameter="bus",
             )
         self.bus = bus
+        observers = tuple(observers)
+        for observer in observers:
+            if not isinstance(observer, RunObserver):
+                raise ConfigurationError(
+                    "observers must be RunObservers (with async on_event(event)), "
+                    f"got {type(observer).__name__}",
+                    parameter="observers",
+                )
+        self.observers: tuple[RunObserver, ...] = observers
         self._owns_checkpointer = isinstance(checkpointer, str | os.PathLike)
         if isinstance(checkpointer, str | os.PathLike):
             checkpointer = SQLiteCheckpointer(checkpointer)
@@ -299,7 +347,7 @@ class WorkflowExecutor(AsyncResource):
                 fingerprint=graph.fingerprint(),
                 input=input,
                 nodes=plan.names,
-                status="running",
+                status=RunStatus.RUNNING,
                 started_at=started_at,
                 lease=lease,
             )
@@ -310,7 +358,8 @@ class WorkflowExecutor(AsyncResource):
                 await self._give_up(workflow_id, lease, exc)
                 raise
         context = ExecutionContext(workflow_id, graph.name, input)
-        return await self._drive(Run(self, plan, context), graph.name, started_at, lease)
+        run = self._new_run(plan, context, lease)
+        return await self._drive(run, graph.name, started_at, lease)
 
     async def resume(
         self, workflow_id: str, graph: WorkflowGraph, *, force: bool = False
@@ -345,21 +394,20 @@ class WorkflowExecutor(AsyncResource):
         if fingerprint != record.fingerprint and not force:
             raise GraphMismatchError(workflow_id, record.fingerprint, fingerprint)
         context = ExecutionContext(workflow_id, record.graph_name, record.input)
-        if record.status == "succeeded" and fingerprint == record.fingerprint:
-            run = Run(
-                self, plan, context, await checkpointer.node_results(workflow_id, types=types.nodes)
-            )
+        if record.status == RunStatus.SUCCEEDED and fingerprint == record.fingerprint:
+            recorded = await checkpointer.activation_results(workflow_id, types=types.nodes)
+            run = self._new_run(plan, context, None, _successes(recorded), observe=False)
             await run.go()  # replays every node; nothing is left to run
             return self._result(run, record.graph_name, record.started_at, record.finished_at)
         lease = RunLease.take(checkpointer.lease)
         try:
             await checkpointer.claim_run(workflow_id, lease)
             # Read after the claim: everything the previous owner recorded is in.
-            recorded = await checkpointer.node_results(workflow_id, types=types.nodes)
+            recorded = await checkpointer.activation_results(workflow_id, types=types.nodes)
         except BaseException as exc:
             await self._give_up(workflow_id, lease, exc)
             raise
-        run = Run(self, plan, context, recorded)
+        run = self._new_run(plan, context, lease, _successes(recorded))
         return await self._drive(run, record.graph_name, record.started_at, lease)
 
     async def _give_up(self, workflow_id: str, lease: RunLease, exc: BaseException) -> None:
@@ -378,7 +426,7 @@ class WorkflowExecutor(AsyncResource):
             else:
                 await asyncio.shield(
                     self.checkpointer.finish_run(
-                        workflow_id, "cancelled", datetime.now(UTC), owner=lease.owner
+                        workflow_id, RunStatus.CANCELLED, datetime.now(UTC), owner=lease.owner
                     )
                 )
 
@@ -392,7 +440,7 @@ class WorkflowExecutor(AsyncResource):
         driver = asyncio.current_task()
         assert driver is not None
         keeper = LeaseKeeper(self.checkpointer, wid, lease)
-        run.owner, run.lease_guard = lease.owner, keeper.guard
+        run.lease_guard = keeper.guard
         keeping = asyncio.create_task(keeper.keep(driver))
         try:
             return await self._go(run, graph_name, started_at, keeper)
@@ -422,7 +470,7 @@ class WorkflowExecutor(AsyncResource):
         wid = run.context.workflow_id
         owner = keeper.owner if keeper is not None else None
         try:
-            if run.observe:
+            if run.observers:
                 await run.emit(
                     EventType.WORKFLOW_STARTED, graph=graph_name, nodes=len(run.plan.names)
                 )
@@ -435,15 +483,15 @@ class WorkflowExecutor(AsyncResource):
         except BaseException:
             if keeper is not None and keeper.lost:
                 raise
-            if run.observe:
+            if run.observers:
                 with contextlib.suppress(Exception):
-                    await run.emit_finished(graph_name, "cancelled", started_at)
+                    await run.emit_finished(graph_name, RunStatus.CANCELLED, started_at)
             if keeper is not None:
                 await self._give_up(wid, keeper.lease, asyncio.CancelledError())
             raise
         result = self._result(run, graph_name, started_at, None)
         try:
-            if run.observe:
+            if run.observers:
                 await run.emit_finished(graph_name, result.status, started_at)
             if self.checkpointer is not None:
                 await self.checkpointer.finish_run(
@@ -472,10 +520,10 @@ class WorkflowExecutor(AsyncResource):
             error_text(error),
             extra={"workflow_id": wid, "error_type": error_type(error)},
         )
-        if run.observe:  # the bus may still take it; the failed store will not
+        if run.observers:  # the bus may still take it; the failed store will not
             with contextlib.suppress(Exception):
                 await run.emit_finished(
-                    graph_name, "interrupted", started_at, error=error_text(error)
+                    graph_name, RunStatus.INTERRUPTED, started_at, error=error_text(error)
                 )
         if keeper is not None:  # if the store is down, the lease simply runs out
             await self._give_up(wid, keeper.lease, error)
@@ -486,16 +534,46 @@ class WorkflowExecutor(AsyncResource):
     ) -> WorkflowResult:
         context = run.context
         results = {name: context.results[name] for name in run.plan.names}
-        ok = all(r["status"] == "success" for r in results.values())
         return WorkflowResult(
             workflow_id=context.workflow_id,
             graph_name=graph_name,
-            status="succeeded" if ok else "failed",
+            status=RunStatus.SUCCEEDED if run.succeeded() else RunStatus.FAILED,
             results=results,
             context=context,
             started_at=started_at,
             finished_at=finished_at or datetime.now(UTC),
+            history=run.history,
         )
+
+    def _new_run(
+        self,
+        plan: Plan,
+        context: ExecutionContext,
+        lease: RunLease | None,
+        preloaded: Preloaded | None = None,
+        *,
+        observe: bool = True,
+    ) -> Run:
+        """A run of ``plan`` with this executor's settings, as they are now."""
+        settings = RunSettings(
+            max_concurrent=self.max_concurrent,
+            retry=self.retry,
+            fail_fast=self.fail_fast,
+            rng=self._rng,
+            breakers=self.breakers,
+            runner=self.runner,
+            checkpointer=self.checkpointer,
+        )
+        owner = lease.owner if lease is not None else None
+        observers: list[RunObserver] = []
+        if observe:
+            wid = context.workflow_id
+            if self.bus is not None:
+                observers.append(Isolated(BusObserver(self.bus), wid))
+            observers += [Isolated(observer, wid) for observer in self.observers]
+            if self.checkpointer is not None:
+                observers.append(EventLog(self.checkpointer, owner))
+        return Run(settings, plan, context, observers=observers, preloaded=preloaded, owner=owner)
 
     def _require_checkpointer(self, what: str) -> Checkpointer:
         if self.checkpointer is None:

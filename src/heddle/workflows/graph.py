@@ -1,14 +1,19 @@
-"""The workflow graph: which agents run, and which must finish before which.
+"""The workflow graph: which agents run, which must finish before which, and where results go.
 
-A :class:`WorkflowGraph` is a directed acyclic graph of named nodes; each node
-holds an agent and, optionally, how to build the agent's task, a retry policy
-and a per-attempt timeout. Edges say "target needs source's result".
+A :class:`WorkflowGraph` is a graph of named nodes; each node holds an agent
+and, optionally, how to build the agent's task, a retry policy and a
+per-attempt timeout. Edges say "target needs source's result". An edge may
+be conditional (``when=``, or :meth:`WorkflowGraph.add_branch`): it is taken
+only if its condition holds for the source's content. The only cycles
+allowed are loops closed by an edge with ``max_iterations``: every loop
+carries its own bound.
 
 Mistakes are reported as early as they can be: ``add_node`` rejects a
-duplicate name or something that is not an agent, ``add_edge`` a self-loop or
-a duplicate edge, and :meth:`WorkflowGraph.validate` (called by the executor
-before any agent runs) unknown endpoints, bad task templates and cycles,
-naming the nodes of the cycle.
+duplicate name or something that is not an agent, ``add_edge`` a self-loop, a
+duplicate edge or a condition that is not callable, and
+:meth:`WorkflowGraph.validate` (called by the executor before any agent runs)
+unknown endpoints, bad task templates and unbounded cycles, naming the nodes
+of the cycle.
 """
 
 from __future__ import annotations
@@ -17,16 +22,16 @@ import _string  # type: ignore[import-not-found]  # the parser str.format itself
 import difflib
 import hashlib
 import string
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Self
+from typing import Any, Self
 
 from heddle.agents import AgentSpec, describe_agent
-from heddle.core._checks import check_seconds
+from heddle.core._checks import check_int, check_seconds
 from heddle.core.errors import ConfigurationError, GraphValidationError
 from heddle.workflows.resilience import RetryPolicy
 
-__all__ = ["Node", "WorkflowGraph"]
+__all__ = ["Branch", "Edge", "Node", "WorkflowGraph"]
 
 #: Field name that a task template uses for the workflow's input.
 INPUT_FIELD = "input"
@@ -44,20 +49,104 @@ class Node:
     timeout: float | None = None
 
 
+@dataclass(frozen=True, slots=True, eq=False)
+class Branch:
+    """One ``add_branch`` call: ``choose(content)`` names the targets to take."""
+
+    source: str
+    choose: Callable[[Any], object]
+    targets: tuple[str, ...]
+
+    @property
+    def label(self) -> str:
+        return _callable_name(self.choose, "branch")
+
+
+@dataclass(frozen=True, slots=True)
+class Edge:
+    """One edge ``source -> target`` (built by ``add_edge`` or ``add_branch``).
+
+    Unconditional when ``when``, ``branch`` and ``max_iterations`` are all
+    None. An edge with ``max_iterations`` closes a loop: it is a *back edge*.
+    """
+
+    source: str
+    target: str
+    when: Callable[[Any], object] | None = None
+    max_iterations: int | None = None
+    branch: Branch | None = None
+
+    @property
+    def conditional(self) -> bool:
+        return self.when is not None or self.branch is not None or self.max_iterations is not None
+
+    @property
+    def label(self) -> str:
+        """The condition's name (a branch's chooser, or ``when``'s), with the loop bound."""
+        if self.branch is not None:
+            text = self.branch.label
+        elif self.when is not None:
+            text = _callable_name(self.when, "when")
+        else:
+            text = ""
+        if self.max_iterations is not None:
+            bound = f"max {self.max_iterations}"
+            text = f"{text}, {bound}" if text else bound
+        return text
+
+
+def _callable_name(fn: object, default: str) -> str:
+    name = getattr(fn, "__name__", None) or type(fn).__name__
+    return default if name == "<lambda>" else str(name)
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """How node ``i``'s out-edges are decided once it succeeds (indices into the plan).
+
+    ``always``: edges taken whenever the node succeeds; ``whens``: ``(target,
+    condition)`` pairs; ``branches``: ``(branch, target indices)``.
+    """
+
+    always: tuple[int, ...]
+    whens: tuple[tuple[int, Callable[[Any], object]], ...]
+    branches: tuple[tuple[Branch, tuple[int, ...]], ...]
+    targets: tuple[int, ...]  # every target, forward and back, in edge order
+
+
+@dataclass(frozen=True, slots=True)
+class BackEdge:
+    """A loop's closing edge ``source -> target``, taken at most until ``target``'s bound."""
+
+    source: int
+    target: int
+    max_iterations: int
+
+
 @dataclass(frozen=True, slots=True)
 class Plan:
-    """A validated graph flattened to integer indices, as the executor walks it."""
+    """A validated graph flattened to integer indices, as the executor walks it.
+
+    ``predecessors``/``successors``/``order`` describe the forward graph (every
+    edge but the back edges), which is acyclic. ``routes[i]`` is None for a
+    node whose out-edges are all unconditional forward edges; ``static`` is
+    True when every node's is (a plain DAG: nothing to decide at run time).
+    """
 
     names: tuple[str, ...]
     nodes: tuple[Node, ...]
     index: Mapping[str, int]
     predecessors: tuple[tuple[int, ...], ...]
     successors: tuple[tuple[int, ...], ...]
-    order: tuple[int, ...]  # a topological order
+    order: tuple[int, ...]  # a topological order of the forward graph
+    routes: tuple[Route | None, ...] = ()
+    back_edges: tuple[BackEdge, ...] = ()
+    back_sources: tuple[tuple[int, ...], ...] = ()  # per target: sources of its back edges
+    static: bool = True
 
 
 class WorkflowGraph:
-    """A directed acyclic graph of agents.
+    """A graph of agents: a DAG, plus conditional edges and bounded loops.
 
     >>> async def draft(task): return f"draft of {task}"
     >>> async def review(task): return f"review of {task}"
@@ -67,13 +156,17 @@ class WorkflowGraph:
 
     A node's task is built when the node starts:
 
-    * ``task=None`` (default): a root node gets the workflow input; a node with
-      one predecessor gets that predecessor's content; a node with several
-      gets a dict ``{predecessor name: content}`` in the order the edges were
-      added.
-    * a string: a template formatted with ``{input}`` and the predecessors'
-      names as fields, e.g. ``"Summarise {fetch} for {input}"`` (double a
-      brace to write it literally).
+    * ``task=None`` (default): a root node gets the workflow input; a node
+      that received one content over its taken edges gets that content; a
+      node that received several gets a dict ``{source name: content}`` in
+      the order the edges were added. Only taken edges deliver: a join after
+      a branch gets just the chosen branch's content. A loop's next
+      iteration receives the back edge's content and the latest contents of
+      its other inputs.
+    * a string: a template formatted with ``{input}`` and the sources' names
+      as fields, e.g. ``"Summarise {fetch} for {input}"`` (double a brace to
+      write it literally); a source whose edge delivered nothing formats as
+      an empty string.
     * a callable: called with the :class:`ExecutionContext`; it may be async.
     * anything else: passed to the agent as it is.
     """
@@ -85,7 +178,7 @@ class WorkflowGraph:
             )
         self.name = name
         self._nodes: dict[str, Node] = {}
-        self._edges: dict[tuple[str, str], None] = {}  # insertion-ordered set
+        self._edges: dict[tuple[str, str], Edge] = {}  # in the order they were added
         self._version = 0
         self._plan: Plan | None = None
         self._plan_version = -1
@@ -154,8 +247,101 @@ class WorkflowGraph:
         self._version += 1
         return self
 
-    def add_edge(self, source: str, target: str) -> Self:
-        """Make ``target`` wait for ``source`` (and receive its result)."""
+    def add_edge(
+        self,
+        source: str,
+        target: str,
+        *,
+        when: Callable[[Any], object] | None = None,
+        max_iterations: int | None = None,
+    ) -> Self:
+        """Make ``target`` wait for ``source`` and receive its result.
+
+        ``when``: a condition called with ``source``'s content once ``source``
+        succeeds; the edge is taken only if it returns true. A node none of
+        whose incoming edges was taken is skipped ("not taken"), and so is
+        whatever can then receive nothing.
+
+        ``max_iterations``: this edge closes a loop (``target`` comes before
+        ``source``); taking it runs ``target`` again, at most
+        ``max_iterations`` times in all. At the bound the edge is simply not
+        taken (an ``edge.exhausted`` event says so) and the run goes on.
+
+        >>> g = WorkflowGraph("essay")
+        >>> async def write(task): return "draft"
+        >>> async def review(task): return {"approved": True}
+        >>> g.add_node("write", write).add_node("review", review).add_edge("write", "review")
+        WorkflowGraph('essay', nodes=2, edges=1)
+        >>> def needs_changes(verdict): return not verdict["approved"]
+        >>> g.add_edge("review", "write", when=needs_changes, max_iterations=3)
+        WorkflowGraph('essay', nodes=2, edges=2)
+        """
+        self._check_endpoints(source, target)
+        if when is not None and not callable(when):
+            raise ConfigurationError(
+                f"edge {source!r} -> {target!r}: when must be callable (content -> bool), "
+                f"got {type(when).__name__}",
+                parameter="when",
+            )
+        if max_iterations is not None:
+            check_int(max_iterations, "max_iterations", minimum=1)
+        self._edges[(source, target)] = Edge(source, target, when, max_iterations)
+        self._version += 1
+        return self
+
+    def add_branch(
+        self,
+        source: str,
+        choose: Callable[[Any], object],
+        targets: Sequence[str],
+        *,
+        max_iterations: int | None = None,
+    ) -> Self:
+        """Route ``source``'s result to the targets ``choose(content)`` names.
+
+        ``choose`` returns one of ``targets``, a list of them, or None (take
+        none). Anything else, or a ``choose`` that raises, fails ``source``
+        with :class:`~heddle.core.errors.RoutingError`. The targets not chosen
+        are skipped ("not taken") unless another edge reaches them.
+
+        ``max_iterations`` bounds the targets that lie upstream of ``source``
+        (going back to them closes a loop), as for :meth:`add_edge`.
+        """
+        if not callable(choose):
+            raise ConfigurationError(
+                f"branch from {source!r}: choose must be callable (content -> target name(s)), "
+                f"got {type(choose).__name__}",
+                parameter="choose",
+            )
+        if isinstance(targets, str) or not isinstance(targets, Sequence) or not targets:
+            raise ConfigurationError(
+                f"branch from {source!r}: targets must be a non-empty list of node names, "
+                f"got {targets!r}",
+                parameter="targets",
+            )
+        names = tuple(targets)
+        if len(set(names)) != len(names):
+            raise GraphValidationError(
+                f"graph {self.name!r}: branch from {source!r} names a target twice: {list(names)}",
+                graph=self.name,
+                nodes=[source],
+            )
+        for target in names:
+            self._check_endpoints(source, target)
+        if max_iterations is not None:
+            check_int(max_iterations, "max_iterations", minimum=1)
+        branch = Branch(source, choose, names)
+        for target in names:
+            self._edges[(source, target)] = Edge(source, target, None, max_iterations, branch)
+        self._version += 1
+        return self
+
+    def _check_endpoints(self, source: str, target: str) -> None:
+        for endpoint in (source, target):
+            if not isinstance(endpoint, str):
+                raise ConfigurationError(
+                    f"edge endpoints are node names (str), got {endpoint!r}", parameter="source"
+                )
         if source == target:
             raise GraphValidationError(
                 f"graph {self.name!r}: self-loop on node {source!r} is not allowed",
@@ -168,9 +354,17 @@ class WorkflowGraph:
                 graph=self.name,
                 nodes=[source, target],
             )
-        self._edges[(source, target)] = None
-        self._version += 1
-        return self
+
+    def edge(self, source: str, target: str) -> Edge:
+        """The edge ``source -> target`` with its condition and bound."""
+        try:
+            return self._edges[(source, target)]
+        except KeyError:
+            raise GraphValidationError(
+                f"graph {self.name!r} has no edge {source!r} -> {target!r}",
+                graph=self.name,
+                nodes=[source, target],
+            ) from None
 
     def predecessors(self, name: str) -> list[str]:
         """The nodes ``name`` waits for, in the order their edges were added."""
@@ -204,27 +398,42 @@ class WorkflowGraph:
             raise GraphValidationError(f"graph {self.name!r} has no nodes", graph=self.name)
         names = tuple(self._nodes)
         index = {n: i for i, n in enumerate(names)}
-        preds: list[list[int]] = [[] for _ in names]
-        succs: list[list[int]] = [[] for _ in names]
         for source, target in self._edges:
             for endpoint in (source, target):
                 if endpoint not in index:
                     raise self._unknown(endpoint, source, target)
+        back = self._back_edges(index)
+        preds: list[list[int]] = [[] for _ in names]
+        succs: list[list[int]] = [[] for _ in names]
+        back_sources: list[list[int]] = [[] for _ in names]
+        for (source, target), edge in self._edges.items():
             s, t = index[source], index[target]
-            preds[t].append(s)
-            succs[s].append(t)
+            if edge in back:
+                back_sources[t].append(s)
+            else:
+                preds[t].append(s)
+                succs[s].append(t)
         order = _kahn(preds, succs)
         if len(order) < len(names):
             cycle = [names[i] for i in _find_cycle(succs, set(range(len(names))) - set(order))]
             raise GraphValidationError(
-                f"graph {self.name!r} has a cycle: {' -> '.join([*cycle, cycle[0]])}",
+                f"graph {self.name!r} has a cycle: {' -> '.join([*cycle, cycle[0]])}; a loop "
+                "must be bounded: close it with a conditional edge that has max_iterations, "
+                f"e.g. add_edge({cycle[-1]!r}, {cycle[0]!r}, when=..., max_iterations=3)",
                 graph=self.name,
                 nodes=cycle,
             )
         nodes = tuple(self._nodes.values())
-        for node, node_preds in zip(nodes, preds, strict=True):
+        for i, node in enumerate(nodes):
             if isinstance(node.task, str):
-                self._check_template(node, [names[i] for i in node_preds])
+                fields = [names[p] for p in (*preds[i], *back_sources[i])]
+                self._check_template(node, fields)
+        routes = self._routes(names, index, back)
+        back_edges = tuple(
+            BackEdge(index[e.source], index[e.target], e.max_iterations or 0)
+            for e in self._edges.values()
+            if e in back
+        )
         return Plan(
             names=names,
             nodes=nodes,
@@ -232,7 +441,68 @@ class WorkflowGraph:
             predecessors=tuple(tuple(p) for p in preds),
             successors=tuple(tuple(s) for s in succs),
             order=tuple(order),
+            routes=routes,
+            back_edges=back_edges,
+            back_sources=tuple(tuple(b) for b in back_sources),
+            static=not back_edges and all(r is None for r in routes),
         )
+
+    def _back_edges(self, index: Mapping[str, int]) -> set[Edge]:
+        """The edges that close loops: those with ``max_iterations`` whose target reaches
+        their source without them. An ``add_edge`` with a bound that closes no loop is
+        an error; a branch's bound applies to those of its targets that close one."""
+        bounded = [e for e in self._edges.values() if e.max_iterations is not None]
+        if not bounded:
+            return set()
+        succs: dict[int, list[int]] = {}
+        for e in self._edges.values():
+            if e.max_iterations is None or e.branch is not None:
+                succs.setdefault(index[e.source], []).append(index[e.target])
+        back: set[Edge] = set()
+        for e in bounded:
+            s, t = index[e.source], index[e.target]
+            if _reaches(succs, t, s):
+                back.add(e)
+            elif e.branch is None:
+                raise GraphValidationError(
+                    f"graph {self.name!r}: edge {e.source!r} -> {e.target!r} has "
+                    f"max_iterations but closes no loop ({e.target!r} does not lead back to "
+                    f"{e.source!r}); drop max_iterations",
+                    graph=self.name,
+                    nodes=[e.source, e.target],
+                )
+        return back
+
+    def _routes(
+        self, names: tuple[str, ...], index: Mapping[str, int], back: set[Edge]
+    ) -> tuple[Route | None, ...]:
+        out: list[list[Edge]] = [[] for _ in names]
+        for edge in self._edges.values():
+            out[index[edge.source]].append(edge)
+        routes: list[Route | None] = []
+        for edges in out:
+            if not any(e.conditional for e in edges):
+                routes.append(None)
+                continue
+            always = tuple(
+                index[e.target]
+                for e in edges
+                if not e.conditional or (e.when is None and e.branch is None)
+            )
+            whens = tuple((index[e.target], e.when) for e in edges if e.when is not None)
+            branches: dict[Branch, tuple[int, ...]] = {}
+            for e in edges:
+                if e.branch is not None:
+                    branches[e.branch] = (*branches.get(e.branch, ()), index[e.target])
+            routes.append(
+                Route(
+                    always=always,
+                    whens=whens,
+                    branches=tuple(branches.items()),
+                    targets=tuple(index[e.target] for e in edges),
+                )
+            )
+        return tuple(routes)
 
     def _unknown(self, endpoint: str, source: str, target: str) -> GraphValidationError:
         hint = difflib.get_close_matches(str(endpoint), list(self._nodes), n=1)
@@ -276,8 +546,10 @@ class WorkflowGraph:
         h = hashlib.sha256()
         for node in plan.nodes:
             h.update(f"n\0{node.name}\0{node.spec.name}\n".encode())
-        for source, target in self._edges:
+        for (source, target), edge in self._edges.items():
             h.update(f"e\0{source}\0{target}\n".encode())
+            if edge.conditional:  # a plain DAG's fingerprint is as it always was
+                h.update(f"c\0{edge.label}\0{edge.branch is not None}\n".encode())
         return h.hexdigest()[:16]
 
     def to_mermaid(self, direction: str = "TD") -> str:
@@ -289,14 +561,22 @@ class WorkflowGraph:
         ids = {name: f"n{i}" for i, name in enumerate(self._nodes)}
         lines = [f"flowchart {direction}"]
         lines += [f'    {ids[n]}["{_mermaid_label(n)}"]' for n in self._nodes]
-        lines += [f"    {ids[s]} --> {ids[t]}" for s, t in self._edges if s in ids and t in ids]
+        for (s, t), edge in self._edges.items():
+            if s not in ids or t not in ids:
+                continue
+            if edge.conditional:  # dashed, labelled with the condition's name
+                lines.append(f'    {ids[s]} -. "{_mermaid_label(edge.label)}" .-> {ids[t]}')
+            else:
+                lines.append(f"    {ids[s]} --> {ids[t]}")
         return "\n".join(lines) + "\n"
 
     def to_dot(self) -> str:
         """The graph in Graphviz DOT."""
         lines = [f"digraph {_dot_id(self.name)} {{", "    rankdir=TB;"]
         lines += [f"    {_dot_id(n)};" for n in self._nodes]
-        lines += [f"    {_dot_id(s)} -> {_dot_id(t)};" for s, t in self._edges]
+        for (s, t), edge in self._edges.items():
+            style = f" [style=dashed, label={_dot_id(edge.label)}]" if edge.conditional else ""
+            lines.append(f"    {_dot_id(s)} -> {_dot_id(t)}{style};")
         return "\n".join([*lines, "}"]) + "\n"
 
 
@@ -306,6 +586,19 @@ def _mermaid_label(text: str) -> str:
 
 def _dot_id(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _reaches(succs: Mapping[int, Sequence[int]], start: int, goal: int) -> bool:
+    seen, stack = {start}, [start]
+    while stack:
+        i = stack.pop()
+        if i == goal:
+            return True
+        for j in succs.get(i, ()):
+            if j not in seen:
+                seen.add(j)
+                stack.append(j)
+    return False
 
 
 def _kahn(preds: Sequence[Sequence[int]], succs: Sequence[Sequence[int]]) -> list[int]:
