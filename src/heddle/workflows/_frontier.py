@@ -35,6 +35,7 @@ from heddle.workflows.status import NodeStatus
 __all__ = ["DONE", "PARKED", "READY", "WAITING", "Frontier", "decide", "route_names"]
 
 WAITING, READY, DONE, PARKED = 0, 1, 2, 3
+_SUCCEEDED = NodeStatus.SUCCEEDED
 _ACTIVE = (WAITING, READY)
 
 
@@ -214,7 +215,7 @@ class Frontier:
         plan = self.plan
         ready: list[int] = []
         if plan.static:
-            if status == NodeStatus.SUCCEEDED:
+            if status == _SUCCEEDED:
                 pending = self.pending
                 for j in plan.successors[i]:
                     pending[j] -= 1

@@ -35,7 +35,7 @@ from heddle.workflows import runner as runner_module
 from heddle.workflows._frontier import READY, Frontier, decide, route_names
 from heddle.workflows.breakers import CircuitBreakers
 from heddle.workflows.checkpoint import Checkpointer
-from heddle.workflows.context import ExecutionContext, Message, NodeResult
+from heddle.workflows.context import ExecutionContext, NodeResult
 from heddle.workflows.current import ATTEMPT, AttemptContext, attempt_scope
 from heddle.workflows.graph import INPUT_FIELD, Node, Plan
 from heddle.workflows.observers import RunObserver
@@ -349,19 +349,9 @@ class Run:
         result = NodeResult(**{**recorded, "resumed": True})
         result["iteration"] = self.frontier.iteration[i]
         self.contents[i] = result["content"]
-        await self.context.set_result(name, result)
+        self.context.record(name, plan.nodes[i].spec.name, result)
         if self.history is not None:
             self.history.setdefault(name, []).append(result)
-        await self.context.add_message(
-            Message(
-                node=name,
-                agent=plan.nodes[i].spec.name,
-                status=_SUCCEEDED,
-                content=result["content"],
-                error=None,
-                iteration=result["iteration"],
-            )
-        )
         ready = self.frontier.settle(i, _SUCCEEDED, taken)
         await self._announce(await self._take_skips())
         return ready
@@ -702,7 +692,7 @@ class Run:
         # cancellation can come between: the node, its dependents and the run's count
         # change together, and every activation ends in exactly one status.
         name = plan.names[i]
-        await self.context.set_result(name, result)  # in memory: never suspends
+        self.context.record(name, plan.nodes[i].spec.name, result)
         if self.history is not None:
             self.history.setdefault(name, []).append(result)
         self.tasks[i] = None
@@ -712,16 +702,6 @@ class Run:
         skips = await self._take_skips() if frontier.skipped else None
         if frontier.open == 0:
             self._wake()
-        await self.context.add_message(
-            Message(
-                node=name,
-                agent=plan.nodes[i].spec.name,
-                status=status,
-                content=result["content"],
-                error=result["error"],
-                iteration=iteration,
-            )
-        )
         if self.observers:
             await self._emit_end(i, result)
         if skips or frontier.exhausted:
@@ -849,7 +829,7 @@ class Run:
             duration=0.0,
             iteration=self.frontier.iteration[j],
         )
-        await self.context.set_result(name, result)  # never suspends
+        self.context.record(name, self.plan.nodes[j].spec.name, result, ran=False)
         if self.history is not None:
             self.history.setdefault(name, []).append(result)
         self.tasks[j] = None

@@ -99,6 +99,7 @@ class ExecutionContext:
 
     __slots__ = (
         "_failure_counts",
+        "_log",
         "_messages",
         "_results",
         "_retry_counts",
@@ -111,6 +112,9 @@ class ExecutionContext:
         self.workflow_id = workflow_id
         self.graph_name = graph_name
         self.input = input
+        # What ran, flat: node, agent, result, node, agent, result, ... Messages are built
+        # from it when read: a run of 100,000 nodes makes no 100,000 dicts nobody reads.
+        self._log: list[Any] = []
         self._messages: list[Message] = []
         self._results: dict[str, NodeResult] = {}
         self._retry_counts: dict[str, int] = {}
@@ -119,12 +123,25 @@ class ExecutionContext:
     def __repr__(self) -> str:
         return (
             f"ExecutionContext({self.workflow_id!r}, results={len(self._results)}, "
-            f"messages={len(self._messages)})"
+            f"messages={len(self._log) // 3})"
         )
 
     @property
     def messages(self) -> Sequence[Message]:
-        return _SequenceView(self._messages)
+        messages, log = self._messages, self._log
+        for k in range(3 * len(messages), len(log), 3):
+            node, agent, result = log[k], log[k + 1], log[k + 2]
+            message = Message(
+                node=node,
+                agent=agent,
+                status=result["status"],
+                content=result["content"],
+                error=result["error"],
+            )
+            if "iteration" in result:
+                message["iteration"] = result["iteration"]
+            messages.append(message)
+        return _SequenceView(messages)
 
     @property
     def results(self) -> Mapping[str, NodeResult]:
@@ -149,7 +166,13 @@ class ExecutionContext:
             raise KeyError(f"node {node!r} has no result yet (finished: {finished})") from None
 
     async def add_message(self, message: Message) -> None:
-        self._messages.append(message)
+        self._log += (message["node"], message["agent"], message)
+
+    def record(self, node: str, agent: str, result: NodeResult, *, ran: bool = True) -> None:
+        """Set ``node``'s result and, if it ran, its message, in one step (the executor's)."""
+        self._results[node] = result
+        if ran:
+            self._log += (node, agent, result)
 
     async def set_result(self, node: str, result: NodeResult) -> None:
         self._results[node] = result
