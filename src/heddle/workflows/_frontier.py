@@ -139,6 +139,7 @@ class Frontier:
         "back_from",
         "bumped",
         "down",
+        "down_order",
         "exhausted",
         "iteration",
         "not_taken",
@@ -179,6 +180,10 @@ class Frontier:
         self.bumped: set[int] = set()  # windows a loop opened for a node's next iteration
         self.position = {node: k for k, node in enumerate(plan.order)}
         self.down = {edge: _downstream(plan, edge.target) for edge in plan.back_edges}
+        self.down_order = {
+            edge: tuple(sorted(down, key=self.position.__getitem__))
+            for edge, down in self.down.items()
+        }
         self.rearms = {
             edge: [other for other in plan.back_edges if other.source in self.down[edge]]
             for edge in plan.back_edges
@@ -355,7 +360,10 @@ class Frontier:
             if self.scheduled:
                 drained = [e for e in self.scheduled if not self._busy(e)]
                 if drained:
-                    self.scheduled = [e for e in self.scheduled if e not in drained]
+                    if len(drained) == len(self.scheduled):
+                        self.scheduled = []
+                    else:
+                        self.scheduled = [e for e in self.scheduled if e not in drained]
                     self._reopen(drained, ready)
                     changed = True
             if self.parked:
@@ -367,54 +375,66 @@ class Frontier:
 
     def _busy(self, edge: BackEdge) -> bool:
         state = self.state
-        return any(state[y] in _ACTIVE for y in self.down[edge])
+        for y in self.down_order[edge]:
+            if state[y] == WAITING or state[y] == READY:
+                return True
+        return False
 
     def _reopen(self, edges: list[BackEdge], ready: list[int]) -> None:
-        plan, state, iteration = self.plan, self.state, self.iteration
+        """Open the next iteration of the loops of ``edges``: their targets and downstream."""
+        plan, state, iteration, pending = self.plan, self.state, self.iteration, self.pending
         targets: dict[int, list[int]] = {}
+        going: list[BackEdge] = []
         for edge in edges:
             nxt = self.next_iteration(edge.target)
             if nxt >= edge.max_iterations:  # another loop ran the target meanwhile
                 self.exhausted.append((edge, nxt))
             else:
                 targets.setdefault(edge.target, []).append(edge.source)
-        if not targets:
+                going.append(edge)
+        if not going:
             return
-        members: set[int] = set()
-        for edge in edges:
-            if edge.target in targets:
-                members.update(self.down[edge])
-        reopened = sorted(members, key=self.position.__getitem__)
+        if len(going) == 1:
+            reopened = self.down_order[going[0]]
+        else:
+            members = set().union(*(self.down[edge] for edge in going))
+            reopened = tuple(sorted(members, key=self.position.__getitem__))
         for y in reopened:
             if state[y] == DONE:
                 iteration[y] += 1
                 self.bumped.add(y)
                 self.open += 1
-            self.parked.discard(y)
+            elif state[y] == PARKED:
+                self.parked.discard(y)
             state[y] = WAITING
-        for y in reopened:
-            arrived = self.arrived[y]
-            count = 0
-            for p in plan.predecessors[y]:
-                if state[p] in _ACTIVE:
-                    count += 1
-                    arrived.discard(p)
-            self.pending[y] = count
         for target, sources in targets.items():
             self.back_arrived[target] = sources
+        poisoned, predecessors = self.poisoned, plan.predecessors
         for y in reopened:
-            if state[y] != WAITING or self.pending[y]:
-                continue
-            failed = [p for p in plan.predecessors[y] if self.poisoned[p]]
-            if failed:
+            if state[y] != WAITING:
+                continue  # ended meanwhile: doomed by a failed predecessor below
+            arrived = self.arrived[y]
+            count = 0
+            failed = -1
+            for p in predecessors[y]:
+                s = state[p]
+                if s == WAITING or s == READY:
+                    count += 1
+                    arrived.discard(p)
+                elif poisoned[p] and failed < 0:
+                    failed = p
+            pending[y] = count
+            if failed >= 0:
+                reason = f"upstream node {plan.names[failed]!r} failed"
                 state[y] = DONE
                 self.open -= 1
-                self.poisoned[y] = True
+                poisoned[y] = True
                 self.recorded[y] = True
                 self.bumped.discard(y)
-                self.skipped.append((y, f"upstream node {plan.names[failed[0]]!r} failed"))
-                continue
-            self._close_window(y, ready)
+                self.skipped.append((y, reason))
+                self._doom(y, reason)
+            elif count == 0:
+                self._close_window(y, ready)
 
     def _may_reopen(self, j: int) -> bool:
         """Could a loop still running start node ``j`` again (or for the first time)?"""
