@@ -178,7 +178,10 @@ class WorkflowGraph:
             )
         self.name = name
         self._nodes: dict[str, Node] = {}
-        self._edges: dict[tuple[str, str], Edge] = {}  # in the order they were added
+        # In the order they were added; None for a plain edge (a graph of 100,000
+        # nodes keeps no 300,000 objects the garbage collector would walk).
+        self._edges: dict[tuple[str, str], Edge | None] = {}
+        self._specs: dict[int, AgentSpec] = {}  # one per agent, shared by its nodes
         self._version = 0
         self._plan: Plan | None = None
         self._plan_version = -1
@@ -234,7 +237,9 @@ class WorkflowGraph:
             raise GraphValidationError(
                 f"graph {self.name!r}: node {name!r} already exists", graph=self.name, nodes=[name]
             )
-        spec = describe_agent(agent, node=name)
+        spec = self._specs.get(id(agent))
+        if spec is None or spec.agent is not agent:
+            spec = self._specs[id(agent)] = describe_agent(agent, node=name)
         if retry is not None and not isinstance(retry, RetryPolicy):
             raise ConfigurationError(
                 f"node {name!r}: retry must be a RetryPolicy or None, got {type(retry).__name__}",
@@ -285,7 +290,10 @@ class WorkflowGraph:
             )
         if max_iterations is not None:
             check_int(max_iterations, "max_iterations", minimum=1)
-        self._edges[(source, target)] = Edge(source, target, when, max_iterations)
+        conditional = when is not None or max_iterations is not None
+        self._edges[(source, target)] = (
+            Edge(source, target, when, max_iterations) if conditional else None
+        )
         self._version += 1
         return self
 
@@ -358,13 +366,14 @@ class WorkflowGraph:
     def edge(self, source: str, target: str) -> Edge:
         """The edge ``source -> target`` with its condition and bound."""
         try:
-            return self._edges[(source, target)]
+            edge = self._edges[(source, target)]
         except KeyError:
             raise GraphValidationError(
                 f"graph {self.name!r} has no edge {source!r} -> {target!r}",
                 graph=self.name,
                 nodes=[source, target],
             ) from None
+        return edge if edge is not None else Edge(source, target)
 
     def predecessors(self, name: str) -> list[str]:
         """The nodes ``name`` waits for, in the order their edges were added."""
@@ -408,7 +417,7 @@ class WorkflowGraph:
         back_sources: list[list[int]] = [[] for _ in names]
         for (source, target), edge in self._edges.items():
             s, t = index[source], index[target]
-            if edge in back:
+            if edge is not None and edge in back:
                 back_sources[t].append(s)
             else:
                 preds[t].append(s)
@@ -432,7 +441,7 @@ class WorkflowGraph:
         back_edges = tuple(
             BackEdge(index[e.source], index[e.target], e.max_iterations or 0)
             for e in self._edges.values()
-            if e in back
+            if e is not None and e in back
         )
         return Plan(
             names=names,
@@ -451,13 +460,15 @@ class WorkflowGraph:
         """The edges that close loops: those with ``max_iterations`` whose target reaches
         their source without them. An ``add_edge`` with a bound that closes no loop is
         an error; a branch's bound applies to those of its targets that close one."""
-        bounded = [e for e in self._edges.values() if e.max_iterations is not None]
+        bounded = [
+            e for e in self._edges.values() if e is not None and e.max_iterations is not None
+        ]
         if not bounded:
             return set()
         succs: dict[int, list[int]] = {}
-        for e in self._edges.values():
-            if e.max_iterations is None or e.branch is not None:
-                succs.setdefault(index[e.source], []).append(index[e.target])
+        for (source, target), e in self._edges.items():
+            if e is None or e.max_iterations is None or e.branch is not None:
+                succs.setdefault(index[source], []).append(index[target])
         back: set[Edge] = set()
         for e in bounded:
             s, t = index[e.source], index[e.target]
@@ -476,12 +487,16 @@ class WorkflowGraph:
     def _routes(
         self, names: tuple[str, ...], index: Mapping[str, int], back: set[Edge]
     ) -> tuple[Route | None, ...]:
-        out: list[list[Edge]] = [[] for _ in names]
-        for edge in self._edges.values():
-            out[index[edge.source]].append(edge)
+        routing = {index[s] for (s, _), edge in self._edges.items() if edge is not None}
+        out: dict[int, list[Edge]] = {i: [] for i in routing}
+        for (source, target), edge in self._edges.items():
+            i = index[source]
+            if i in routing:
+                out[i].append(edge if edge is not None else Edge(source, target))
         routes: list[Route | None] = []
-        for edges in out:
-            if not any(e.conditional for e in edges):
+        for i in range(len(names)):
+            edges = out.get(i)
+            if edges is None or not any(e.conditional for e in edges):
                 routes.append(None)
                 continue
             always = tuple(
@@ -548,7 +563,7 @@ class WorkflowGraph:
             h.update(f"n\0{node.name}\0{node.spec.name}\n".encode())
         for (source, target), edge in self._edges.items():
             h.update(f"e\0{source}\0{target}\n".encode())
-            if edge.conditional:  # a plain DAG's fingerprint is as it always was
+            if edge is not None:  # a plain DAG's fingerprint is as it always was
                 h.update(f"c\0{edge.label}\0{edge.branch is not None}\n".encode())
         return h.hexdigest()[:16]
 
@@ -564,7 +579,7 @@ class WorkflowGraph:
         for (s, t), edge in self._edges.items():
             if s not in ids or t not in ids:
                 continue
-            if edge.conditional:  # dashed, labelled with the condition's name
+            if edge is not None:  # dashed, labelled with the condition's name
                 lines.append(f'    {ids[s]} -. "{_mermaid_label(edge.label)}" .-> {ids[t]}')
             else:
                 lines.append(f"    {ids[s]} --> {ids[t]}")
@@ -575,7 +590,7 @@ class WorkflowGraph:
         lines = [f"digraph {_dot_id(self.name)} {{", "    rankdir=TB;"]
         lines += [f"    {_dot_id(n)};" for n in self._nodes]
         for (s, t), edge in self._edges.items():
-            style = f" [style=dashed, label={_dot_id(edge.label)}]" if edge.conditional else ""
+            style = "" if edge is None else f" [style=dashed, label={_dot_id(edge.label)}]"
             lines.append(f"    {_dot_id(s)} -> {_dot_id(t)}{style};")
         return "\n".join([*lines, "}"]) + "\n"
 
