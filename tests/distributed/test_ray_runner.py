@@ -532,6 +532,29 @@ async def test_agents_on_the_workers_see_the_drivers_attempt(runner: RayRunner) 
     assert os.getpid() not in {pid for _, pid in seen}
 
 
+def loop_again(content: Any) -> bool:
+    return True
+
+
+async def test_a_loop_run_on_ray_sees_each_iteration_in_heddle_current(runner: RayRunner) -> None:
+    """Through the executor: agents on the actors read their node, attempt and iteration."""
+    g = WorkflowGraph("ray-loop").add_node("a", attempt_on_loop).add_node("b", attempt_in_thread)
+    g.add_edge("a", "b").add_edge("b", "a", when=loop_again, max_iterations=2)
+    result = await WorkflowExecutor(max_concurrent=2, runner=runner).execute(g, workflow_id="rl")
+    assert result.ok
+    seen = [
+        (ctx.workflow_id, ctx.graph, ctx.node, ctx.attempt, ctx.iteration)
+        for name in ("a", "b")
+        for ctx, _pid in (r["content"] for r in result.iterations(name))
+    ]
+    assert seen == [
+        ("rl", "ray-loop", "a", 1, 0),
+        ("rl", "ray-loop", "a", 1, 1),
+        ("rl", "ray-loop", "b", 1, 0),
+        ("rl", "ray-loop", "b", 1, 1),
+    ]
+
+
 async def test_an_unpicklable_agent_is_named(runner: RayRunner) -> None:
     """A stateful agent holding a lock fails with AgentNotSerializable naming it."""
 
