@@ -53,6 +53,12 @@ def chain(
     return g
 
 
+def loop(iterations: int) -> WorkflowGraph:
+    """``a -> b -> a``, going round ``iterations`` times (its bound ends it)."""
+    g = WorkflowGraph(f"loop-{iterations}").add_node("a", noop).add_node("b", noop)
+    return g.add_edge("a", "b").add_edge("b", "a", max_iterations=iterations)
+
+
 def random_dag(
     n: int,
     edges_per_node: int = 3,
@@ -199,6 +205,7 @@ def scheduling(quick: bool, repeats: int) -> tuple[str, dict[str, float | str]]:
             ]
         )
         seen[f"fan-out {n}"] = ours / floor
+        seen[f"fan-out {n} wide"] = ours_wide / floor
         seen[f"fan-out {n} langgraph"] = _ratio(lg_us, ours_us)
     n = 20 if quick else 1_000
     graph = chain(n)
@@ -222,6 +229,23 @@ def scheduling(quick: bool, repeats: int) -> tuple[str, dict[str, float | str]]:
     )
     seen["chain"] = ours / floor
     seen["chain langgraph"] = _ratio(lg_us, ours_us)
+    # A loop of two nodes going round n / 2 times: n activations, as many as the chain.
+    looped = median_async(heddle_run(loop(n // 2)), repeats)
+    loop_us = looped / n * 1e6
+    rows.append(
+        [
+            f"loop, 2 nodes x {n // 2:,} iterations",
+            "-",
+            loop_us,
+            loop_us,
+            "-",
+            "-",
+            "-",
+            "-",
+            "-",
+        ]
+    )
+    seen["loop / chain step"] = looped / ours
     text = (
         "Scheduling overhead, no-op agents, µs per node (asyncio: create_task + gather for "
         "a fan-out, one awaited task per node for the chain; LangGraph: `Send` fan-out, "
@@ -242,7 +266,8 @@ def scheduling(quick: bool, repeats: int) -> tuple[str, dict[str, float | str]]:
             rows,
         )
         + f"\n\nThe chain of {n:,} as a bare loop of awaits (no task per node): "
-        f"{plain / n * 1e6:.3g} µs per node; heddle is {ours / plain:.3g}x that."
+        f"{plain / n * 1e6:.3g} µs per node; heddle is {ours / plain:.3g}x that. "
+        f"A loop's activation costs {looped / ours:.3g}x a chain step (µs per node run)."
     )
     return text, seen
 
@@ -391,8 +416,21 @@ def targets(seen: dict[str, float | str], quick: bool) -> str:
             _verdict(lg_ratio >= 20) if isinstance(lg_ratio, float) else "-",
         ]
     )
+    for n in ("100", "1000", big):
+        ratio = seen.get(f"fan-out {n} wide")
+        if isinstance(ratio, float):
+            rows.append(
+                [
+                    f"fan-out {int(n):,} at mc=N: heddle / gather",
+                    "<= 1.5",
+                    ratio,
+                    _verdict(ratio <= 1.5),
+                ]
+            )
     ratio = seen["chain"]
     rows.append(["chain: heddle / one task per node", "<= 5", ratio, _verdict(ratio <= 5)])
+    ratio = seen["loop / chain step"]
+    rows.append(["loop activation / chain step", "<= 2", ratio, _verdict(ratio <= 2)])
     ratio = seen["concurrency"]
     rows.append(["100 x 10 ms at limit 10: x ideal", "<= 1.1", ratio, _verdict(ratio <= 1.1)])
     for label in ("fan-out", "random DAG, 3 edges/node"):
@@ -401,7 +439,9 @@ def targets(seen: dict[str, float | str], quick: bool) -> str:
     peak = seen.get("heddle")
     if isinstance(peak, float):
         rows.append(["peak RSS, heddle (MiB)", "< 100", peak, _verdict(peak < 100)])
-    return "Targets (issue 6):\n\n" + table(["target", "bound", "measured", "verdict"], rows)
+    return "Targets (issues 6 and 12):\n\n" + table(
+        ["target", "bound", "measured", "verdict"], rows
+    )
 
 
 def main(quick: bool = False) -> str:

@@ -36,6 +36,7 @@ from rich.segment import Segment
 from rich.table import Table
 from rich.text import Text
 
+from heddle.messaging.events import EventType
 from heddle.workflows.checkpoint import RunRecord
 from heddle.workflows.context import NodeResult
 from heddle.workflows.status import NodeStatus, RunStatus
@@ -65,8 +66,7 @@ __all__ = [
 
 PREVIEW_CHARS = 60
 
-# TODO: EventType.EDGE_EXHAUSTED (the same string) once heddle.messaging.events has it.
-EDGE_EXHAUSTED = "edge.exhausted"
+EDGE_EXHAUSTED = EventType.EDGE_EXHAUSTED
 
 #: What a node with no result yet is shown as: not a status, nothing has happened to it.
 PENDING = "pending"

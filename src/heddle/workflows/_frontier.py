@@ -34,7 +34,7 @@ from heddle.workflows.status import NodeStatus
 
 __all__ = ["DONE", "PARKED", "READY", "WAITING", "Frontier", "decide", "route_names"]
 
-WAITING, READY, DONE, PARKED = 0, 1, 2, 3
+WAITING, READY, DONE, PARKED = 0, 1, 2, 3  # a node is active (will end again) iff <= READY
 _SUCCEEDED = NodeStatus.SUCCEEDED
 _ACTIVE = (WAITING, READY)
 
@@ -375,10 +375,7 @@ class Frontier:
 
     def _busy(self, edge: BackEdge) -> bool:
         state = self.state
-        for y in self.down_order[edge]:
-            if state[y] == WAITING or state[y] == READY:
-                return True
-        return False
+        return any(state[y] <= READY for y in self.down_order[edge])  # WAITING or READY
 
     def _reopen(self, edges: list[BackEdge], ready: list[int]) -> None:
         """Open the next iteration of the loops of ``edges``: their targets and downstream."""
@@ -417,8 +414,7 @@ class Frontier:
             count = 0
             failed = -1
             for p in predecessors[y]:
-                s = state[p]
-                if s == WAITING or s == READY:
+                if state[p] <= READY:  # WAITING or READY: it will resolve again
                     count += 1
                     arrived.discard(p)
                 elif poisoned[p] and failed < 0:

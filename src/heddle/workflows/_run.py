@@ -11,16 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
 import time
-import traceback
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NoReturn
 
-from heddle import agents as agents_module
 from heddle.agents import AgentReply, await_if_needed
 from heddle.core.errors import (
     CircuitBreakerOpen,
@@ -31,75 +27,22 @@ from heddle.core.errors import (
     TaskBuildError,
 )
 from heddle.messaging.events import Event, EventType
-from heddle.workflows import runner as runner_module
+from heddle.workflows._failures import error_text, error_type, format_traceback
 from heddle.workflows._frontier import READY, Frontier, decide, route_names
-from heddle.workflows.breakers import CircuitBreakers
-from heddle.workflows.checkpoint import Checkpointer
+from heddle.workflows._settings import Preloaded, RunSettings
 from heddle.workflows.context import ExecutionContext, NodeResult
 from heddle.workflows.current import ATTEMPT, AttemptContext, attempt_scope
 from heddle.workflows.graph import INPUT_FIELD, Node, Plan
 from heddle.workflows.observers import RunObserver
-from heddle.workflows.resilience import CircuitState, RetryPolicy
-from heddle.workflows.runner import LocalRunner, Runner, RunnerSession
+from heddle.workflows.resilience import CircuitState
+from heddle.workflows.runner import LocalRunner, RunnerSession
 from heddle.workflows.status import NodeStatus
 
-__all__ = ["Run", "RunSettings", "error_text", "error_type", "format_traceback"]
+__all__ = ["Run"]
 
 logger = logging.getLogger("heddle.executor")
 
 _SUCCEEDED, _FAILED, _SKIPPED = NodeStatus.SUCCEEDED, NodeStatus.FAILED, NodeStatus.SKIPPED
-
-#: A recorded traceback keeps this many characters: its head and its tail.
-MAX_TRACEBACK_CHARS = 16_000
-
-# The modules whose frames lead from the run loop to an agent: a recorded
-# traceback starts at the first frame after them, in the agent's own code.
-_CALLING_FILES = frozenset(
-    module.__file__ for module in (sys.modules[__name__], runner_module, agents_module)
-)
-
-
-def error_text(exc: BaseException) -> str:
-    """How a failure reads in results and events: ``"TypeName: message"``."""
-    try:
-        message = str(exc)
-    except Exception:  # RecursionError included: an agent's exception may be hostile
-        message = "<its message could not be produced: str() raised>"
-    if isinstance(exc, asyncio.CancelledError) and not message:
-        message = (
-            "the agent raised CancelledError itself (it awaited a task or future that was "
-            "cancelled); the run was not cancelled"
-        )
-    return f"{type(exc).__name__}: {message}"
-
-
-def error_type(exc: BaseException) -> str:
-    """The exception's type as a user would import it: ``ValueError``, ``pkg.errors.Quota``."""
-    cls = type(exc)
-    if cls.__module__ == "builtins":
-        return cls.__qualname__
-    return f"{cls.__module__}.{cls.__qualname__}"
-
-
-def format_traceback(exc: BaseException, limit: int = MAX_TRACEBACK_CHARS) -> str:
-    """``exc``'s formatted traceback, cut in the middle when longer than ``limit``.
-
-    The head says where the failure entered the agent, the tail where it was
-    raised and what it was: both are kept.
-    """
-    tb = exc.__traceback__
-    while tb is not None and tb.tb_frame.f_code.co_filename in _CALLING_FILES:
-        tb = tb.tb_next  # heddle's own frames, between the run loop and the agent
-    try:
-        text = "".join(traceback.format_exception(type(exc), exc, tb or exc.__traceback__))
-    except Exception as format_error:  # a hostile __str__ must not take the run down
-        text = f"{error_type(exc)} (its traceback could not be formatted: {format_error!r})\n"
-    if len(text) <= limit:
-        return text
-    half = limit // 2
-    cut = len(text) - 2 * half
-    return f"{text[:half]}\n... {cut} characters cut ...\n{text[-half:]}"
-
 
 _SYNC_TIMEOUT = "a sync agent cannot be interrupted, so the call runs on in its thread"
 _SYNC_TIMEOUT_LOCAL = (
@@ -109,23 +52,6 @@ _SYNC_TIMEOUT_LOCAL = (
 
 class _Stop(Exception):
     """Raised inside a worker when the run must stop; the worker cancels the others."""
-
-
-@dataclass(frozen=True, slots=True)
-class RunSettings:
-    """What a run needs from its executor, fixed for the run's whole life."""
-
-    max_concurrent: int
-    retry: RetryPolicy
-    fail_fast: bool
-    rng: Callable[[], float]
-    breakers: CircuitBreakers
-    runner: Runner
-    checkpointer: Checkpointer | None = None
-
-
-Preloaded = Mapping[tuple[str, int], NodeResult]
-"""Recorded successes of an earlier attempt at a run, by ``(node, iteration)``."""
 
 
 class Run:

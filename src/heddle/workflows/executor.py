@@ -59,8 +59,10 @@ from heddle.core.errors import (
 )
 from heddle.messaging.events import EventType
 from heddle.messaging.message_bus import MessageBus
+from heddle.workflows._failures import error_text, error_type
 from heddle.workflows._lease import LeaseKeeper
-from heddle.workflows._run import Preloaded, Run, RunSettings, error_text, error_type
+from heddle.workflows._run import Run
+from heddle.workflows._settings import Preloaded, RunSettings
 from heddle.workflows.activation import Activation
 from heddle.workflows.breakers import CircuitBreakers, LocalCircuitBreakers
 from heddle.workflows.checkpoint import Checkpointer, RunLease, RunRecord, SQLiteCheckpointer
@@ -187,9 +189,9 @@ class WorkflowExecutor(AsyncResource):
     run. Close an executor with ``aclose()`` or ``async with`` to release the
     checkpointer it opened and its threads.
 
-    With a ``bus``, every run publishes its lifecycle on it, and hands the
-    same events to each of ``observers`` (:class:`RunObserver`; all events
-    carry the run's ``workflow_id``; payload keys in brackets):
+    Every run hands its lifecycle events to each of ``observers``
+    (:class:`RunObserver`) and, with a ``bus``, publishes them on it (all
+    events carry the run's ``workflow_id``; payload keys in brackets):
     ``workflow.started`` [graph, nodes], ``node.started`` [node, agent,
     attempt, iteration], ``node.succeeded`` [node, agent, attempts,
     iteration, duration, and ``taken`` for a node with conditional edges],
