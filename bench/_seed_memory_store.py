@@ -1,6 +1,6 @@
-"""A faithful copy of the document's ``v2/memory/agent_memory.py`` store: the benchmark baseline.
+"""A faithful copy of the V2 design's ``v2/memory/agent_memory.py`` store: the benchmark baseline.
 
-Rebuilt from the document's sections 3 (fcntl lock, then truncate and dump in
+Rebuilt from the V2 design's sections 3 (fcntl lock, then truncate and dump in
 place), 4 (``asyncio.to_thread`` per call, a per-agent ``asyncio.Lock``), 8
 (``lambda: datetime.now()``), 9 (regex plus ``str.startswith``) and "LRU
 Cache" (an ``OrderedDict`` that only this process updates). Its flaws are

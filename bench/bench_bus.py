@@ -20,7 +20,7 @@ from heddle.messaging import Event, MessageBus
 
 
 class _V2Bus:
-    """The user's design's bus after its fixes: snapshot, then await each callback."""
+    """A simple bus as V2 designs write it: snapshot, then await each callback in turn."""
 
     def __init__(self, max_history: int = 1000) -> None:
         self._subscribers: dict[str, list[tuple[str, Callable[[Event], Awaitable[None]]]]]

@@ -2,7 +2,7 @@
 
 Compared, in one run, on the same values:
 
-* the document's store (``bench/_seed_memory_store.py``: flock, truncate and
+* the V2 design's store (``bench/_seed_memory_store.py``: flock, truncate and
   rewrite the whole JSON file per save, a per-process LRU cache);
 * heddle's FileStore (same one-file-per-agent design, temp file + fsync +
   os.replace under a lock file);
