@@ -494,3 +494,42 @@ def test_something_that_is_not_an_observer_is_refused() -> None:
     """observers= takes RunObservers only."""
     with pytest.raises(ConfigurationError, match="RunObserver"):
         WorkflowExecutor(observers=[print])  # type: ignore[list-item]
+
+
+# --- bad input ---------------------------------------------------------------------------
+
+
+def test_an_async_condition_is_refused_where_it_is_written() -> None:
+    """A coroutine function as when= or choose= would always be truthy: refused at once."""
+
+    async def approved(content: Any) -> bool:
+        return True
+
+    g = WorkflowGraph("g").add_node("a", echo).add_node("b", echo)
+    with pytest.raises(ConfigurationError, match="not a coroutine function"):
+        g.add_edge("a", "b", when=approved)
+    with pytest.raises(ConfigurationError, match="not a coroutine function"):
+        g.add_branch("a", approved, ["b"])
+
+
+async def test_a_condition_whose_truth_cannot_be_told_fails_the_source() -> None:
+    """A value whose bool() raises is a RoutingError, not an escape from the run."""
+
+    class Ambiguous:
+        def __bool__(self) -> bool:
+            raise ValueError("truth of an array is ambiguous")
+
+    g = WorkflowGraph("g").add_node("a", echo).add_node("b", echo)
+    g.add_edge("a", "b", when=lambda content: Ambiguous())
+    result = await WorkflowExecutor().execute(g, input=1)
+    assert result.results["a"]["error_type"] == "heddle.core.errors.RoutingError"
+    assert "truth of an array is ambiguous" in (result.results["a"]["error"] or "")
+
+
+async def test_asking_a_result_for_a_node_it_does_not_have_names_the_nodes() -> None:
+    """content() and iterations() of an unknown node: one clear error, not a KeyError."""
+    g = WorkflowGraph("g").add_node("a", echo)
+    result = await WorkflowExecutor().execute(g, input=1)
+    for ask in (result.content, result.iterations):
+        with pytest.raises(ConfigurationError, match=r"no node 'b' in this run .*nodes: 'a'"):
+            ask("b")

@@ -52,7 +52,7 @@ def decide(plan: Plan, i: int, content: Any) -> frozenset[int]:
     taken = set(route.always)
     for target, when in route.whens:
         try:
-            ok = when(content)
+            ok = bool(when(content))
         except Exception as exc:
             raise RoutingError(
                 names[i],

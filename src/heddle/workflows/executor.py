@@ -135,13 +135,9 @@ class WorkflowResult:
 
     def iterations(self, node: str) -> list[NodeResult]:
         """Every activation of ``node`` this run recorded, oldest first (one for most nodes)."""
-        if node not in self.results:
-            known = ", ".join(map(repr, self.results))
-            raise ConfigurationError(
-                f"no node {node!r} in this run (nodes: {known})", parameter="node"
-            )
+        latest = self._result_of(node)
         if self.history is None or node not in self.history:
-            return [self.results[node]]
+            return [latest]
         return list(self.history[node])
 
     @property
@@ -151,7 +147,17 @@ class WorkflowResult:
 
     def content(self, node: str) -> Any:
         """Shorthand for ``results[node]["content"]``."""
-        return self.results[node]["content"]
+        return self._result_of(node)["content"]
+
+    def _result_of(self, node: str) -> NodeResult:
+        try:
+            return self.results[node]
+        except (KeyError, TypeError):
+            known = ", ".join(map(repr, self.results))
+            raise ConfigurationError(
+                f"no node {node!r} in this run of graph {self.graph_name!r} (nodes: {known})",
+                parameter="node",
+            ) from None
 
     def nodes_with_status(self, status: NodeStatus | str) -> list[str]:
         """The names of the nodes whose latest activation ended with ``status``, in graph order."""

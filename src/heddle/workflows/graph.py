@@ -21,6 +21,7 @@ from __future__ import annotations
 import _string  # type: ignore[import-not-found]  # the parser str.format itself uses
 import difflib
 import hashlib
+import inspect
 import string
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -93,6 +94,23 @@ class Edge:
             bound = f"max {self.max_iterations}"
             text = f"{text}, {bound}" if text else bound
         return text
+
+
+def _check_condition(fn: object, parameter: str, where: str, shape: str) -> None:
+    """Routing runs between attempts, on the loop: a condition is a plain, quick function."""
+    if not callable(fn):
+        raise ConfigurationError(
+            f"{where}: {parameter} must be callable ({shape}), got {type(fn).__name__}",
+            parameter=parameter,
+        )
+    if inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+        getattr(fn, "__call__", None)  # noqa: B004  # an object with an async __call__
+    ):
+        raise ConfigurationError(
+            f"{where}: {parameter} must be a plain function ({shape}), not a coroutine "
+            "function: do the async work in the source node's agent and route on its result",
+            parameter=parameter,
+        )
 
 
 def _callable_name(fn: object, default: str) -> str:
@@ -282,12 +300,8 @@ class WorkflowGraph:
         WorkflowGraph('essay', nodes=2, edges=2)
         """
         self._check_endpoints(source, target)
-        if when is not None and not callable(when):
-            raise ConfigurationError(
-                f"edge {source!r} -> {target!r}: when must be callable (content -> bool), "
-                f"got {type(when).__name__}",
-                parameter="when",
-            )
+        if when is not None:
+            _check_condition(when, "when", f"edge {source!r} -> {target!r}", "content -> bool")
         if max_iterations is not None:
             check_int(max_iterations, "max_iterations", minimum=1)
         conditional = when is not None or max_iterations is not None
@@ -315,12 +329,7 @@ class WorkflowGraph:
         ``max_iterations`` bounds the targets that lie upstream of ``source``
         (going back to them closes a loop), as for :meth:`add_edge`.
         """
-        if not callable(choose):
-            raise ConfigurationError(
-                f"branch from {source!r}: choose must be callable (content -> target name(s)), "
-                f"got {type(choose).__name__}",
-                parameter="choose",
-            )
+        _check_condition(choose, "choose", f"branch from {source!r}", "content -> target name(s)")
         if isinstance(targets, str) or not isinstance(targets, Sequence) or not targets:
             raise ConfigurationError(
                 f"branch from {source!r}: targets must be a non-empty list of node names, "
