@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 from typing import Any
@@ -533,3 +534,33 @@ async def test_asking_a_result_for_a_node_it_does_not_have_names_the_nodes() -> 
     for ask in (result.content, result.iterations):
         with pytest.raises(ConfigurationError, match=r"no node 'b' in this run .*nodes: 'a'"):
             ask("b")
+
+
+# --- replay ------------------------------------------------------------------------------
+
+
+async def test_a_run_whose_last_node_is_replayed_after_a_live_one_ends(tmp_path: Any) -> None:
+    """resume(force=True) with a node inserted before a recorded one finishes, not hangs."""
+    calls: list[str] = []
+
+    def agent(name: str) -> Any:
+        async def run(task: Any) -> str:
+            calls.append(name)
+            return name
+
+        run.__qualname__ = name
+        return run
+
+    db = tmp_path / "runs.db"
+    first = WorkflowGraph("g").add_node("a", agent("a")).add_node("y", agent("y"))
+    first.add_edge("a", "y")
+    async with WorkflowExecutor(checkpointer=db) as ex:
+        await ex.execute(first, input=1, workflow_id="w-replay")
+    second = WorkflowGraph("g").add_node("a", agent("a")).add_node("x", agent("x"))
+    second.add_node("y", agent("y")).add_edge("a", "x").add_edge("x", "y")
+    calls.clear()
+    async with WorkflowExecutor(checkpointer=db) as ex:
+        result = await asyncio.wait_for(ex.resume("w-replay", second, force=True), 30)
+    assert result.ok
+    assert calls == ["x"]
+    assert result.results["y"]["resumed"] is True

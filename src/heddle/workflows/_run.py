@@ -279,7 +279,10 @@ class Run:
         if self.history is not None:
             self.history.setdefault(name, []).append(result)
         ready = self.frontier.settle(i, _SUCCEEDED, taken)
-        await self._announce(await self._take_skips())
+        skips = await self._take_skips()
+        if self.frontier.open == 0:
+            self._wake()  # the last node ended by a replay, mid-run
+        await self._announce(skips)
         return ready
 
     async def _worker(self) -> None:
