@@ -23,8 +23,8 @@ a random number of side effects), then is resumed in another process, killed
 too sometimes, until a resume finishes. It must end as the same workflow run
 without a kill; :func:`check_kill_trial` says what else must hold.
 
-Engine bugs the trials found are tolerated where the checks say BUG_*, until
-fixed; strict xfail tests at the end reproduce each on a graph of four or five nodes.
+Engine bugs the trials found are kept as regression tests at the end, each on
+a graph of four or five nodes.
 
 Sizes: ``HEDDLE_CHAOS_TRIALS=n`` in-process trials (default 60),
 ``HEDDLE_CHAOS_KILL_TRIALS=n`` kill trials (default 4); ``HEDDLE_CHAOS_SEED=s``
@@ -84,17 +84,6 @@ ENDS = ("succeeded", "failed", "skipped")
 FAIL_FAST = re.compile(r"(?:cancelled|not run): fail_fast after node '(\w+)' failed")
 #: Events kept per run: enough for every event of the biggest trial, resumes included.
 EVENTS_KEPT = 1_000_000
-
-# Engine bugs these trials found, tolerated where the checks say so until they are
-# fixed; each is reproduced by a strict xfail test at the end of this module.
-# BUG_RELABELLED: a node skipped after a failure in the step in which its loop goes
-#   round is recorded with the new iteration: two skips of one iteration, none of the other.
-# BUG_NAMES_A_SKIP: a node the loop runs again whose predecessor outside the loop was
-#   skipped after a failure is skipped as "upstream node '<that skipped node>' failed".
-# BUG_LOST_INPUT: a node outside a loop that delivers to a node inside it while that
-#   one is skipped after a failure is lost to it for the loop's later iterations: they
-#   run without that input, or are not taken, depending on which ended first.
-
 
 # --- what a trial is ----------------------------------------------------------------------
 
@@ -493,11 +482,14 @@ async def check_run(
     assert list(results) == list(graph), f"{phase}: results do not cover the graph"
     history = {node: result.iterations(node) for node in graph}
     check_activations(trial, history, phase)
+    # A run succeeds when no activation of it failed (a loop that ran a node again
+    # after it failed does not undo the failure) and every node's latest activation
+    # succeeded or was not taken.
     clean = all(
         r["status"] == "succeeded"
         or (r["status"] == "skipped" and (r["error"] or "").startswith(NOT_TAKEN))
         for r in results.values()
-    )
+    ) and not any(r["status"] == "failed" for runs in history.values() for r in runs)
     assert result.ok == clean, (
         f"{phase}: run status {result.status!r} with node statuses "
         f"{Counter(r['status'] for r in results.values())}, only 'not taken' skips: {clean}"
@@ -574,8 +566,7 @@ def check_activations(trial: Trial, history: Mapping[str, Sequence[Any]], phase:
     inside = flow.inside(trial.edges) if flow is not None else frozenset()
     for node, runs in history.items():
         iterations = [r.get("iteration") for r in runs]
-        fixed = [k if relabelled(r, k) else r.get("iteration") for k, r in enumerate(runs)]
-        assert fixed == list(range(len(runs))), f"{phase}: {node!r} ran as {iterations}"
+        assert iterations == list(range(len(runs))), f"{phase}: {node!r} ran as {iterations}"
         odd = [r["status"] for r in runs if r["status"] not in ENDS]
         assert not odd, f"{phase}: {node!r} has statuses outside {ENDS}: {odd}"
         # The bound counts the target's runs. A loop whose target was not taken the
@@ -588,11 +579,6 @@ def check_activations(trial: Trial, history: Mapping[str, Sequence[Any]], phase:
 
 def upstream_skip(r: Any) -> bool:
     return r["status"] == "skipped" and bool(UPSTREAM_FAILED.fullmatch(r["error"] or ""))
-
-
-def relabelled(r: Any, k: int) -> bool:
-    """BUG_RELABELLED: activation ``k`` is a skip that carries the iteration after it."""
-    return upstream_skip(r) and r["iteration"] == k + 1
 
 
 def check_activation(
@@ -608,7 +594,7 @@ def check_activation(
     """Activation ``iteration`` of ``node`` agrees with the calls its agent saw and its kind.
 
     ``failed``: the nodes that failed in some iteration; ``skipped``: those
-    skipped after a failure in some iteration (BUG_NAMES_A_SKIP).
+    skipped after a failure in some iteration.
     """
     phase, plan = lab.phase, trial.nodes[node]
     status, calls = r["status"], lab.calls[phase, node, iteration]
@@ -953,10 +939,9 @@ def test_sigkilled_random_workflows_never_rerun_a_recorded_activation(
     assert not Counter(exhausted) - Counter(expected.exhausted), f"edge.exhausted: {exhausted}"
 
 
-# --- engine bugs found by the trials: strict xfails while open (BUG_* at the top) ----------
+# --- engine bugs the trials found, fixed: regression tests ---------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="BUG_RELABELLED: the skip is recorded as iteration 1")
 async def test_a_node_skipped_as_its_loop_goes_round_keeps_its_iteration() -> None:
     """t -> s -(back, max 2)-> t, t -> y <- x: x fails after s took the back edge.
 
@@ -982,7 +967,6 @@ async def test_a_node_skipped_as_its_loop_goes_round_keeps_its_iteration() -> No
     assert [r["iteration"] for r in result.iterations("y")] == [0, 1]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG_NAMES_A_SKIP: names 'p', which was skipped")
 async def test_a_node_run_again_by_its_loop_names_the_node_that_failed() -> None:
     """x -> p -> y <- t, t -> s -(back, max 2)-> t: x fails, p and y are skipped.
 
@@ -1003,7 +987,6 @@ async def test_a_node_run_again_by_its_loop_names_the_node_that_failed() -> None
     assert [r["error"] for r in result.iterations("y")] == ["upstream node 'x' failed"] * 2
 
 
-@pytest.mark.xfail(strict=True, reason="BUG_LOST_INPUT: y runs again on z's content alone")
 async def test_an_input_from_outside_a_loop_is_not_lost() -> None:
     """t -> s -(back, max 2)-> t, t -> z -> y <- x: z fails once, x ends after that.
 

@@ -163,10 +163,12 @@ class Frontier:
         self.state = [WAITING] * n
         self.iteration = [0] * n
         self.open = n
-        self.skipped: list[tuple[int, str]] = []
+        self.skipped: list[tuple[int, str, int]] = []  # (node, reason, its iteration)
         self.exhausted: list[tuple[BackEdge, int]] = []
         self.not_taken: set[int] = set()  # nodes whose latest end is a "not taken" skip
-        self.poisoned = [False] * n  # latest end is a failure, or a skip because of one
+        # The failed node behind a node's latest end: itself when it failed, the node
+        # upstream whose failure skipped it; None when it did not end by a failure.
+        self.poisoned: list[str | None] = [None] * n
         if plan.static:
             return
         self.arrived: list[set[int]] = [set() for _ in range(n)]
@@ -228,15 +230,15 @@ class Frontier:
                         state[j] = READY
                         ready.append(j)
             else:
-                self.poisoned[i] = True
-                self._doom(i, f"upstream node {plan.names[i]!r} failed")
+                self.poisoned[i] = plan.names[i]
+                self._doom(i, plan.names[i])
             return ready
         self.back_arrived[i] = []
         self.not_taken.discard(i)
         self.recorded[i] = True
         self.bumped.discard(i)
         if status == NodeStatus.SUCCEEDED:
-            self.poisoned[i] = False
+            self.poisoned[i] = None
             # Back edges first: a loop that goes round keeps what it may reach parked.
             for edge in self.back_from[i]:
                 if taken is None or edge.target in taken:
@@ -244,8 +246,8 @@ class Frontier:
             for j in plan.successors[i]:
                 self._resolve(j, i, taken is None or j in taken, ready)
         else:
-            self.poisoned[i] = True
-            self._doom(i, f"upstream node {plan.names[i]!r} failed")
+            self.poisoned[i] = plan.names[i]
+            self._doom(i, plan.names[i])
         self._loops(ready)
         return ready
 
@@ -259,7 +261,7 @@ class Frontier:
             if state != DONE:
                 self.state[i] = DONE
                 self.open -= 1
-                self.skipped.append((i, reason_for(i)))
+                self.skipped.append((i, reason_for(i), self.iteration[i]))
                 out.append(i)
         return out
 
@@ -289,7 +291,14 @@ class Frontier:
 
     def _resolve(self, j: int, source: int, taken: bool, ready: list[int]) -> None:
         if self.state[j] != WAITING:
-            return  # a window this edge no longer feeds (its node was doomed meanwhile)
+            # No window of ``j`` waits for this edge (``j`` ended meanwhile, doomed by a
+            # failure), but a loop may open one later: it gets the latest contents of
+            # its inputs, so remember whether this one delivered.
+            if taken:
+                self.arrived[j].add(source)
+            else:
+                self.arrived[j].discard(source)
+            return
         self.pending[j] -= 1
         if taken:
             self.arrived[j].add(source)
@@ -327,12 +336,18 @@ class Frontier:
             sources = ", ".join(repr(plan.names[p]) for p in plan.predecessors[j])
             self.recorded[j] = True
             self.not_taken.add(j)
-            self.poisoned[j] = False
-            self.skipped.append((j, f"not taken: no edge from {sources} was taken"))
+            self.poisoned[j] = None
+            reason = f"not taken: no edge from {sources} was taken"
+            self.skipped.append((j, reason, self.iteration[j]))
 
-    def _doom(self, i: int, reason: str) -> None:
-        """Skip everything downstream of ``i`` that has not started: it can never run."""
+    def _doom(self, i: int, failed: str) -> None:
+        """Skip everything downstream of ``i`` that has not started: it can never run.
+
+        ``failed`` names the node whose failure this is (``i`` itself, or a node
+        upstream of it).
+        """
         plan, state = self.plan, self.state
+        reason = f"upstream node {failed!r} failed"
         stack = list(plan.successors[i])
         while stack:
             j = stack.pop()
@@ -342,12 +357,12 @@ class Frontier:
                 self.parked.discard(j)
             state[j] = DONE
             self.open -= 1
-            self.poisoned[j] = True
+            self.poisoned[j] = failed
             if not plan.static:
                 self.not_taken.discard(j)
                 self.recorded[j] = True
                 self.bumped.discard(j)
-            self.skipped.append((j, reason))
+            self.skipped.append((j, reason, self.iteration[j]))
             stack.extend(plan.successors[j])
 
     # -- loops ------------------------------------------------------------------------------
@@ -412,23 +427,22 @@ class Frontier:
                 continue  # ended meanwhile: doomed by a failed predecessor below
             arrived = self.arrived[y]
             count = 0
-            failed = -1
+            failed = None
             for p in predecessors[y]:
                 if state[p] <= READY:  # WAITING or READY: it will resolve again
                     count += 1
                     arrived.discard(p)
-                elif poisoned[p] and failed < 0:
-                    failed = p
+                elif failed is None:
+                    failed = poisoned[p]
             pending[y] = count
-            if failed >= 0:
-                reason = f"upstream node {plan.names[failed]!r} failed"
+            if failed is not None:
                 state[y] = DONE
                 self.open -= 1
-                poisoned[y] = True
+                poisoned[y] = failed
                 self.recorded[y] = True
                 self.bumped.discard(y)
-                self.skipped.append((y, reason))
-                self._doom(y, reason)
+                self.skipped.append((y, f"upstream node {failed!r} failed", iteration[y]))
+                self._doom(y, failed)
             elif count == 0:
                 self._close_window(y, ready)
 

@@ -92,6 +92,7 @@ class Run:
         self.started = [0.0] * n
         self.history: dict[str, list[NodeResult]] | None = None if plan.static else {}
         self.routed = not plan.static
+        self.failed_any = False  # an activation failed: the run fails, whatever came after
         self.ready: deque[int] = deque()
         self.workers = 0
         self.tg: asyncio.TaskGroup | None = None
@@ -161,7 +162,9 @@ class Run:
         await self.emit(event_type, agent=node.spec.name, node=node.name, failures=failures)
 
     def succeeded(self) -> bool:
-        """Every node's latest activation succeeded, or was skipped as not taken."""
+        """No activation failed, and every node's latest one succeeded or was not taken."""
+        if self.failed_any:
+            return False
         not_taken = self.frontier.not_taken
         index = self.plan.index
         for name, result in self.context.results.items():
@@ -627,6 +630,8 @@ class Run:
         self.tasks[i] = None
         self.attempts[i] = 0
         self.contents[i] = result["content"] if status == _SUCCEEDED else None
+        if status == _FAILED:
+            self.failed_any = True
         ready = frontier.settle(i, status, taken)
         skips = await self._take_skips() if frontier.skipped else None
         if frontier.open == 0:
@@ -662,7 +667,7 @@ class Run:
         if not frontier.skipped:
             return []
         skipped, frontier.skipped = frontier.skipped, []
-        out = [(j, reason, await self._skip(j, reason)) for j, reason in skipped]
+        out = [(j, why, await self._skip(j, why, iteration)) for j, why, iteration in skipped]
         if frontier.open == 0:
             self._wake()
         return out
@@ -747,7 +752,7 @@ class Run:
             result = NodeResult(**{**failed, "content": result["content"]})
         return result
 
-    async def _skip(self, j: int, reason: str) -> NodeResult:
+    async def _skip(self, j: int, reason: str, iteration: int) -> NodeResult:
         """Node ``j`` is skipped (the frontier says so): its result, in memory."""
         name = self.plan.names[j]
         result = NodeResult(
@@ -756,7 +761,7 @@ class Run:
             error=reason,
             attempts=self.attempts[j],
             duration=0.0,
-            iteration=self.frontier.iteration[j],
+            iteration=iteration,
         )
         self.context.record(name, self.plan.nodes[j].spec.name, result, ran=False)
         if self.history is not None:

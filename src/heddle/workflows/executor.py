@@ -107,8 +107,9 @@ class WorkflowResult:
     :class:`~heddle.workflows.context.NodeResult` of its latest activation
     (a node a loop ran again has ``"iteration"`` 1, 2, ...;
     :meth:`iterations` lists them all); ``status`` is
-    :attr:`RunStatus.SUCCEEDED` when every node succeeded or was skipped as
-    not taken (a branch that was not chosen), else :attr:`RunStatus.FAILED`.
+    :attr:`RunStatus.SUCCEEDED` when no activation failed and every node's
+    latest one succeeded or was skipped as not taken (a branch that was not
+    chosen), else :attr:`RunStatus.FAILED`.
     """
 
     workflow_id: str
