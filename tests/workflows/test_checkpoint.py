@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from old_schemas import UNVERSIONED_SCHEMA, V1_NODE_RESULTS
 
 from heddle import RetryPolicy, WorkflowExecutor, WorkflowGraph
 from heddle.core.errors import (
@@ -918,46 +919,3 @@ async def test_a_deeply_nested_input_is_refused_before_anything_is_written(
         assert await ex.checkpointer.list_runs() == []  # type: ignore[union-attr]
     assert caught.value.node is None
     assert rec.calls == []
-
-
-UNVERSIONED_SCHEMA = """
-CREATE TABLE heddle_runs (
-    workflow_id TEXT PRIMARY KEY,
-    graph_name  TEXT NOT NULL,
-    fingerprint TEXT NOT NULL,
-    input       TEXT NOT NULL,
-    nodes       TEXT NOT NULL,
-    status      TEXT NOT NULL,
-    started_at  TEXT NOT NULL,
-    finished_at TEXT,
-    owner       TEXT,
-    owner_site  TEXT,
-    lease_until TEXT
-);
-CREATE INDEX heddle_runs_started ON heddle_runs (started_at);
-CREATE TABLE heddle_node_results (
-    workflow_id TEXT NOT NULL,
-    node        TEXT NOT NULL,
-    status      TEXT NOT NULL,
-    result      TEXT NOT NULL,
-    seq         INTEGER NOT NULL,
-    PRIMARY KEY (workflow_id, node)
-) WITHOUT ROWID;
-CREATE TABLE heddle_events (
-    workflow_id TEXT NOT NULL,
-    seq         INTEGER NOT NULL,
-    event       TEXT NOT NULL,
-    PRIMARY KEY (workflow_id, seq)
-) WITHOUT ROWID;
-"""
-"""The tables as heddle made them before schemas had a version."""
-
-V1_NODE_RESULTS = """CREATE TABLE heddle_node_results (
-    workflow_id TEXT NOT NULL,
-    node        TEXT NOT NULL,
-    status      TEXT NOT NULL,
-    result      TEXT NOT NULL,
-    seq         INTEGER NOT NULL,
-    PRIMARY KEY (workflow_id, node)
-) WITHOUT ROWID"""
-"""The results table of schema versions 0 and 1: one row per node."""

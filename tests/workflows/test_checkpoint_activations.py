@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from old_schemas import V1_SCHEMA
 
 from heddle.core.errors import CheckpointError, ConfigurationError, LeaseLostError
 from heddle.workflows import codec
@@ -23,39 +24,6 @@ from heddle.workflows.checkpoint import (
 )
 from heddle.workflows.context import NodeResult
 from heddle.workflows.status import NodeStatus
-
-V1_SCHEMA = """
-CREATE TABLE heddle_runs (
-    workflow_id TEXT PRIMARY KEY,
-    graph_name  TEXT NOT NULL,
-    fingerprint TEXT NOT NULL,
-    input       TEXT NOT NULL,
-    nodes       TEXT NOT NULL,
-    status      TEXT NOT NULL,
-    started_at  TEXT NOT NULL,
-    finished_at TEXT,
-    owner       TEXT,
-    owner_site  TEXT,
-    lease_until TEXT
-);
-CREATE INDEX heddle_runs_started ON heddle_runs (started_at);
-CREATE TABLE heddle_node_results (
-    workflow_id TEXT NOT NULL,
-    node        TEXT NOT NULL,
-    status      TEXT NOT NULL,
-    result      TEXT NOT NULL,
-    seq         INTEGER NOT NULL,
-    PRIMARY KEY (workflow_id, node)
-) WITHOUT ROWID;
-CREATE TABLE heddle_events (
-    workflow_id TEXT NOT NULL,
-    seq         INTEGER NOT NULL,
-    event       TEXT NOT NULL,
-    PRIMARY KEY (workflow_id, seq)
-) WITHOUT ROWID;
-PRAGMA user_version = 1;
-"""
-"""The checkpoint tables of schema version 1, as heddle made them."""
 
 STARTED = datetime(2024, 5, 1, 9, 30, tzinfo=UTC)
 

@@ -229,14 +229,18 @@ class Run:
             task.add_done_callback(self.worker_tasks.discard)
 
     def _schedule(self, i: int) -> None:
-        self.ready.append(i)
+        self._queue((i,))
+
+    def _queue(self, ready: Sequence[int]) -> None:
+        """Queue ready activations; more workers start once the loop gets a turn."""
+        self.ready.extend(ready)
         if (
             not self.topup_pending
             and self.tg is not None
             and self.workers < self.settings.max_concurrent
         ):
-            # Not now: the worker that made ``i`` ready takes it next itself if its
-            # agent never suspends; more workers start once the loop gets a turn.
+            # Not now: the worker that made them ready takes the next itself if its
+            # agent never suspends.
             self.topup_pending = True
             asyncio.get_running_loop().call_soon(self._topup)
 
@@ -642,14 +646,7 @@ class Run:
             await self._announce(skips or [])
         if self.preloaded is None:
             if ready:
-                self.ready.extend(ready)
-                if (
-                    not self.topup_pending
-                    and self.tg is not None
-                    and self.workers < self.settings.max_concurrent
-                ):
-                    self.topup_pending = True
-                    asyncio.get_running_loop().call_soon(self._topup)
+                self._queue(ready)
         else:
             await self._release(ready)
         if status == _FAILED and self.settings.fail_fast:
