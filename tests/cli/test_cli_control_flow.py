@@ -222,3 +222,14 @@ def test_final_panel_reads_the_run_status() -> None:
         progress = _progress(_Terminal(), ["a"])
         progress.follow(_event("workflow.finished", status=status))
         assert _ansi(progress.render()).count(shown) == 1
+
+
+def test_plain_progress_of_a_loop_keeps_one_column_for_later_runs() -> None:
+    """With loops=True the name column leaves room for "#N": every line starts alike."""
+    stream = io.StringIO()
+    progress = RunProgress(make_console(stream), "g", "w1", ["write", "review"], loops=True)
+    for iteration in (0, 1, 2):
+        progress.follow(_event("node.started", node="write", attempt=1, iteration=iteration))
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 3
+    assert len({line.index("started") for line in lines}) == 1, lines

@@ -82,7 +82,8 @@ class RunProgress:
 
     ``nodes`` are the graph's node names in order; ``done`` the nodes already
     finished before this process started (a resumed run's recorded successes);
-    ``header`` is printed when the run starts.
+    ``header`` is printed when the run starts; ``loops``: the graph has loops,
+    so names get a run number (``write #2``) and the column leaves room for it.
     """
 
     def __init__(
@@ -94,6 +95,7 @@ class RunProgress:
         *,
         done: Iterable[str] = (),
         header: str | None = None,
+        loops: bool = False,
     ) -> None:
         self.console = console
         self.header = header
@@ -110,6 +112,8 @@ class RunProgress:
         self.status: str | None = None  # the run's final RunStatus, from workflow.finished
         self.live_mode = console.is_terminal
         self._width = min(max((len(_shown(n)) for n in self.nodes), default=4), 24)
+        if loops:  # room for a later run's " #2", so that the lines keep one column
+            self._width += 3
         self._started = time.perf_counter()
         self._live: Live | None = None
         self._ticker: asyncio.Task[None] | None = None

@@ -184,7 +184,13 @@ async def _follow(
                 f"checkpoints in {path}"
             )
         progress = RunProgress(
-            console, graph.name, workflow_id, list(graph), done=done, header=header
+            console,
+            graph.name,
+            workflow_id,
+            list(graph),
+            done=done,
+            header=header,
+            loops=bool(graph.plan().back_edges),
         )
         executor = WorkflowExecutor(max_concurrent, checkpointer=checkpointer, observers=[progress])
         async with progress:
@@ -202,6 +208,8 @@ def _resume_header(console: Console, record: RunRecord, graph: WorkflowGraph, do
         what = "it succeeded; nothing to run"
     else:
         what = f"{done} of {len(graph)} nodes recorded done, {len(graph) - done} to run"
+        if graph.plan().back_edges:
+            what = f"{done} of {len(graph)} nodes recorded done; the loop goes on where it stopped"
     console.print(
         Text(
             visible(
