@@ -45,7 +45,7 @@ def wait_for(process: subprocess.Popen[str], side: Path, count: int) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kill_after", [3, 6])
+@pytest.mark.parametrize("kill_after", [4, 7])
 def test_a_loop_killed_in_iteration_k_resumes_in_iteration_k(
     tmp_path: Path, kill_after: int
 ) -> None:
@@ -65,8 +65,9 @@ def test_a_loop_killed_in_iteration_k_resumes_in_iteration_k(
         )
     assert committed, "nothing was committed before the kill"
     assert committed < EVERY
-    # Every iteration is its own row: the loop got past its first iteration.
-    assert max(iteration for _, iteration in committed) >= (kill_after - 1) // 2
+    # Every iteration is its own row. An agent writes its side effect before its result
+    # is committed, so all but the last of the side effects seen are committed.
+    assert max(iteration for _, iteration in committed) >= (kill_after - 2) // 2
 
     second = start("resume", db, side)
     out, err = second.communicate(timeout=60)
