@@ -564,3 +564,25 @@ async def test_a_run_whose_last_node_is_replayed_after_a_live_one_ends(tmp_path:
     assert result.ok
     assert calls == ["x"]
     assert result.results["y"]["resumed"] is True
+
+
+async def test_a_loop_inside_another_gets_its_whole_bound_each_outer_round() -> None:
+    """The bound counts the target's runs since the loop was entered: each outer round anew."""
+
+    async def step(task: Any) -> int:
+        return heddle.current().iteration
+
+    g = WorkflowGraph("nested")
+    for name in ("plan", "write", "review", "judge"):
+        g.add_node(name, step)
+    g.add_edge("plan", "write").add_edge("write", "review")
+    g.add_edge("review", "write", max_iterations=2)  # always revise: the bound ends it
+    g.add_edge("review", "judge", when=lambda iteration: iteration % 2 == 1)
+    g.add_edge("judge", "plan", max_iterations=3)  # always go round: the bound ends it
+    recorder = Recorder()
+    result = await WorkflowExecutor(observers=[recorder]).execute(g, input=0)
+    assert result.ok
+    assert len(result.iterations("plan")) == 3
+    assert len(result.iterations("write")) == 6  # twice in each of the 3 outer rounds
+    exhausted = [(e["source"], e["iteration"]) for e in recorder.of("edge.exhausted")]
+    assert exhausted == [("review", 2), ("review", 4), ("review", 6), ("judge", 3)]

@@ -140,6 +140,7 @@ class Frontier:
         "bumped",
         "down",
         "down_order",
+        "entered",
         "exhausted",
         "iteration",
         "not_taken",
@@ -179,6 +180,10 @@ class Frontier:
         self.scheduled: list[BackEdge] = []
         self.parked: set[int] = set()
         self.recorded = [False] * n  # the node has a recorded activation in this run
+        # The iteration in which each node was last entered from outside its loops (not
+        # by a back edge): a loop's bound counts its target's runs since then, so a loop
+        # inside another starts its count again with each round of the outer one.
+        self.entered = [0] * n
         self.bumped: set[int] = set()  # windows a loop opened for a node's next iteration
         self.position = {node: k for k, node in enumerate(plan.order)}
         self.down = {edge: _downstream(plan, edge.target) for edge in plan.back_edges}
@@ -283,9 +288,8 @@ class Frontier:
         return taken - {edge.target for edge in spent}
 
     def _take_back_edge(self, edge: BackEdge) -> None:
-        nxt = self.next_iteration(edge.target)
-        if nxt >= edge.max_iterations:
-            self.exhausted.append((edge, nxt))
+        if self._spent(edge):
+            self.exhausted.append((edge, self.next_iteration(edge.target)))
         else:
             self.scheduled.append(edge)
 
@@ -309,6 +313,8 @@ class Frontier:
         if self.arrived[j] or self.back_arrived[j] or not self.plan.predecessors[j]:
             self.state[j] = READY
             self.bumped.discard(j)
+            if not self.back_arrived[j]:  # entered from outside its loops: bounds count anew
+                self.entered[j] = self.iteration[j]
             ready.append(j)
             return
         if self._may_reopen(j):
@@ -398,9 +404,8 @@ class Frontier:
         targets: dict[int, list[int]] = {}
         going: list[BackEdge] = []
         for edge in edges:
-            nxt = self.next_iteration(edge.target)
-            if nxt >= edge.max_iterations:  # another loop ran the target meanwhile
-                self.exhausted.append((edge, nxt))
+            if self._spent(edge):  # another loop ran the target meanwhile
+                self.exhausted.append((edge, self.next_iteration(edge.target)))
             else:
                 targets.setdefault(edge.target, []).append(edge.source)
                 going.append(edge)
@@ -467,7 +472,9 @@ class Frontier:
         return False
 
     def _spent(self, edge: BackEdge) -> bool:
-        return self.next_iteration(edge.target) >= edge.max_iterations
+        """The loop's target has run ``max_iterations`` times since the loop was entered."""
+        target = edge.target
+        return self.next_iteration(target) - self.entered[target] >= edge.max_iterations
 
 
 def _downstream(plan: Plan, start: int) -> frozenset[int]:

@@ -287,8 +287,10 @@ class WorkflowGraph:
 
         ``max_iterations``: this edge closes a loop (``target`` comes before
         ``source``); taking it runs ``target`` again, at most
-        ``max_iterations`` times in all. At the bound the edge is simply not
-        taken (an ``edge.exhausted`` event says so) and the run goes on.
+        ``max_iterations`` times each time the loop is entered (a loop inside
+        another starts its count again with each outer round). At the bound
+        the edge is simply not taken (an ``edge.exhausted`` event says so) and
+        the run goes on.
 
         >>> g = WorkflowGraph("essay")
         >>> async def write(task): return "draft"
