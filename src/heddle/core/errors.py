@@ -12,6 +12,7 @@ keeps working for code that does not know heddle::
     ├── NoAttemptContext (RuntimeError)      heddle.current() was called outside an attempt
     ├── NodeTimeoutError (TimeoutError)      one attempt of a node overran its timeout
     ├── TaskBuildError                       a node's task could not be built from its inputs
+    ├── MapError                             a map node's task was no list, or items failed
     ├── RoutingError                         a when= or a branch raised, or chose no target
     ├── CircuitBreakerOpen                   the agent's breaker rejected the call
     ├── CheckpointError                      a durable run could not be recorded or read
@@ -54,6 +55,7 @@ __all__ = [
     "InvalidAgentError",
     "InvalidAgentId",
     "LeaseLostError",
+    "MapError",
     "MemoryStoreError",
     "NoAttemptContext",
     "NodeTimeoutError",
@@ -128,6 +130,19 @@ class TaskBuildError(HeddleError):
     def __init__(self, node: str, cause: BaseException) -> None:
         super().__init__(f"building the task of node {node!r} failed: {_describe(cause)}")
         self.node = node
+
+
+class MapError(HeddleError):
+    """A map node failed as a whole: its task was not a list, or some items failed.
+
+    ``node`` names the map node; ``failed`` lists the indices of the items
+    that failed (empty when the task was not a list).
+    """
+
+    def __init__(self, node: str, detail: str, *, failed: Sequence[int] = ()) -> None:
+        super().__init__(f"map node {node!r}: {detail}")
+        self.node = node
+        self.failed = tuple(failed)
 
 
 class RoutingError(HeddleError):

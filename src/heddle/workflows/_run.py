@@ -21,14 +21,14 @@ from heddle.agents import AgentReply, await_if_needed
 from heddle.core.errors import (
     CircuitBreakerOpen,
     NodeTimeoutError,
-    ResultNotSerializable,
-    ResultTooLarge,
     RoutingError,
     TaskBuildError,
 )
 from heddle.messaging.events import Event, EventType
 from heddle.workflows._failures import error_text, error_type, format_traceback
 from heddle.workflows._frontier import READY, Frontier, decide, route_names
+from heddle.workflows._map import MapItems, MapState
+from heddle.workflows._recording import Recording
 from heddle.workflows._settings import Preloaded, RunSettings
 from heddle.workflows.context import ExecutionContext, NodeResult
 from heddle.workflows.current import ATTEMPT, AttemptContext, attempt_scope
@@ -54,7 +54,7 @@ class _Stop(Exception):
     """Raised inside a worker when the run must stop; the worker cancels the others."""
 
 
-class Run:
+class Run(MapItems, Recording):
     """The mutable state of one execution; lives exactly as long as ``execute()``.
 
     An activation's end changes the run's state in one place, :meth:`_finish`
@@ -81,15 +81,19 @@ class Run:
         preloaded: Preloaded | None = None,
         owner: str | None = None,
     ) -> None:
-        n = len(plan.names)
+        n = self.n = len(plan.names)
         self.settings = settings
         self.plan = plan
         self.context = context
         self.frontier = Frontier(plan)
-        self.attempts = [0] * n  # of the current activation
+        # Per slot: a node's current activation (slots 0..n-1), then a map's items (n...).
+        self.attempts = [0] * n
         self.tasks: list[Any] = [None] * n  # kept for retries, dropped when the node ends
-        self.contents: list[Any] = [None] * n  # latest content of each node, for its dependents
         self.started = [0.0] * n
+        self.slot_node: list[int] = []  # slot n + k runs an item of map node slot_node[k]
+        self.slot_item: list[int] = []
+        self.maps: dict[int, MapState] = {}  # map nodes whose items are running
+        self.contents: list[Any] = [None] * n  # latest content of each node, for its dependents
         self.history: dict[str, list[NodeResult]] | None = None if plan.static else {}
         self.routed = not plan.static
         self.failed_any = False  # an activation failed: the run fails, whatever came after
@@ -308,7 +312,7 @@ class Run:
                     # someone cancelled this worker. The worker lives on; the node ends.
                     while me.uncancel():
                         pass
-                    if self.frontier.state[i] == READY:
+                    if self._open(i):
                         await self._guarded(self._finish_failed(i, exc))
                 except _Stop:
                     raise
@@ -343,8 +347,9 @@ class Run:
             )
         raise _Stop from exc
 
-    def attempt_context(self, i: int, attempt: int) -> AttemptContext:
-        """What ``heddle.current()`` returns in attempt ``attempt`` of node ``i``."""
+    def attempt_context(self, s: int, attempt: int) -> AttemptContext:
+        """What ``heddle.current()`` returns in attempt ``attempt`` of slot ``s``."""
+        i, item = (s, None) if s < self.n else self._item_slot(s)
         node = self.plan.nodes[i]
         return AttemptContext(
             self.context.workflow_id,
@@ -353,40 +358,72 @@ class Run:
             node.spec.name,
             attempt,
             self.frontier.iteration[i],
+            item,
         )
 
-    async def _attempt(self, i: int) -> None:
-        if self.frontier.state[i] != READY:  # ended meanwhile (a stray cancel failed it)
-            return
-        node = self.plan.nodes[i]
-        if self.attempts[i] == 0:
-            self.started[i] = time.perf_counter()
-            try:
-                self.tasks[i] = await self._task_for(i, node)
-            except Exception as exc:
-                logger.warning(
-                    "node %r: building its task failed: %s",
-                    node.name,
-                    error_text(exc),
-                    extra=self._log_extra(node, 0, error_type=error_type(exc)),
-                )
-                error = TaskBuildError(node.name, exc)
-                error.__cause__ = exc
-                await self._finish(i, None, _FAILED, error, cause=exc)
+    def _item_slot(self, s: int) -> tuple[int, int]:
+        """The map node and the item index that slot ``s`` (>= n) runs."""
+        return self.slot_node[s - self.n], self.slot_item[s - self.n]
+
+    def _open(self, s: int) -> bool:
+        """Whether slot ``s`` still has an activation to run (not ended meanwhile)."""
+        if s < self.n:
+            return self.frontier.state[s] == READY
+        i, item = self._item_slot(s)
+        state = self.maps.get(i)
+        return state is not None and state.results[item] is None
+
+    def _item(self, s: int) -> dict[str, int]:
+        """The ``item`` key of slot ``s``'s events: none for a node's own activation."""
+        return {} if s < self.n else {"item": self.slot_item[s - self.n]}
+
+    async def _attempt(self, s: int) -> None:
+        """Run one attempt of slot ``s``: a node's activation, or an item of a map node."""
+        if s < self.n:
+            i = s
+            if self.frontier.state[i] != READY:  # ended meanwhile (a stray cancel failed it)
                 return
+            node = self.plan.nodes[i]
+            if self.attempts[i] == 0:
+                if node.map and i in self.maps:
+                    return  # its items are running
+                self.started[i] = time.perf_counter()
+                try:
+                    self.tasks[i] = await self._task_for(i, node)
+                except Exception as exc:
+                    logger.warning(
+                        "node %r: building its task failed: %s",
+                        node.name,
+                        error_text(exc),
+                        extra=self._log_extra(node, 0, error_type=error_type(exc)),
+                    )
+                    error = TaskBuildError(node.name, exc)
+                    error.__cause__ = exc
+                    await self._finish(i, None, _FAILED, error, cause=exc)
+                    return
+                if node.map:
+                    await self._expand(i)
+                    return
+        else:
+            if not self._open(s):
+                return
+            i = self.slot_node[s - self.n]
+            node = self.plan.nodes[i]
+            if self.attempts[s] == 0:
+                self.started[s] = time.perf_counter()
         if self.lease_guard is not None:
             await self.lease_guard()  # raises LeaseLostError: this process must start nothing
         breakers, agent = self.breakers, node.spec.name
         try:
             changed = await breakers.acquire(agent)
         except CircuitBreakerOpen as exc:  # the agent was not called: no attempt counted
-            await self._fail(i, node, exc, None)
+            await self._fail(s, node, exc, None)
             return
         except Exception as exc:  # the breakers' backend failed: this attempt fails
-            attempt = self.attempts[i] = self.attempts[i] + 1
-            await self._fail(i, node, exc, self._retry_delay(node, exc, attempt))
+            attempt = self.attempts[s] = self.attempts[s] + 1
+            await self._fail(s, node, exc, self._retry_delay(node, exc, attempt))
             return
-        attempt = self.attempts[i] = self.attempts[i] + 1
+        attempt = self.attempts[s] = self.attempts[s] + 1
         if self.debug:
             logger.debug(
                 "node %r attempt %d starts",
@@ -402,13 +439,14 @@ class Run:
                 agent=node.spec.name,
                 attempt=attempt,
                 iteration=self.frontier.iteration[i],
+                **self._item(s),
             )
         # heddle.current() for the agent, built only if it asks. Not reset afterwards: the
         # worker's own context, and the next attempt in it sets its own (a reset would
         # double the cost, which every node pays).
-        ATTEMPT.set((self, i, attempt))
+        ATTEMPT.set((self, s, attempt))
         try:
-            content = await self._call(node, self.tasks[i], attempt)
+            content = await self._call(node, self.tasks[s], attempt)
         except asyncio.CancelledError as exc:
             if self._stopping():
                 await self._record(breakers.release, node)
@@ -418,10 +456,10 @@ class Run:
             me = asyncio.current_task()
             while me is not None and me.uncancel():
                 pass
-            await self._agent_failed(i, node, exc, attempt)
+            await self._agent_failed(s, node, exc, attempt)
             return
         except Exception as exc:
-            await self._agent_failed(i, node, exc, attempt)
+            await self._agent_failed(s, node, exc, attempt)
             return
         try:  # inline, not through _record: this is the hot path of every node
             changed = await breakers.record_success(agent)
@@ -440,6 +478,9 @@ class Run:
         usage = None
         if type(content) is AgentReply:  # an agent that reports usage (pydantic-ai)
             content, usage = content.content, content.usage
+        if s >= self.n:
+            await self._finish_item(s, content, _SUCCEEDED, None, usage=usage)
+            return
         taken = None
         if self.routed and self.plan.routes[i] is not None:
             try:
@@ -525,12 +566,13 @@ class Run:
         return template
 
     async def _fail(
-        self, i: int, node: Node, exc: BaseException, retry_delay: float | None
+        self, s: int, node: Node, exc: BaseException, retry_delay: float | None
     ) -> None:
-        """Count a failed attempt; retry after ``retry_delay`` seconds, or fail the node if None."""
+        """Count a failed attempt; retry after ``retry_delay`` seconds, or fail the slot if None."""
         context = self.context
         await context.increment_failure(node.name)
-        attempt = self.attempts[i]
+        attempt = self.attempts[s]
+        i = s if s < self.n else self.slot_node[s - self.n]
         if retry_delay is not None:
             await context.increment_retry(node.name)
             error = error_text(exc)
@@ -552,8 +594,9 @@ class Run:
                     error=error,
                     error_type=error_type(exc),
                     delay=retry_delay,
+                    **self._item(s),
                 )
-            self._retry_later(i, retry_delay)
+            self._retry_later(s, retry_delay)
             return
         logger.warning(
             "node %r failed after %d attempt(s): %s",
@@ -562,20 +605,20 @@ class Run:
             error_text(exc),
             extra=self._log_extra(node, attempt, error_type=error_type(exc)),
         )
-        await self._finish(i, None, _FAILED, exc)
+        await self._finish(s, None, _FAILED, exc)
 
-    async def _finish_failed(self, i: int, exc: BaseException) -> None:
-        """End node ``i`` failed with ``exc`` outside the usual path (a stray cancellation)."""
-        node = self.plan.nodes[i]
-        if self.attempts[i] == 0:
-            self.started[i] = time.perf_counter()
+    async def _finish_failed(self, s: int, exc: BaseException) -> None:
+        """End slot ``s`` failed with ``exc`` outside the usual path (a stray cancellation)."""
+        node = self.plan.nodes[s if s < self.n else self.slot_node[s - self.n]]
+        if self.attempts[s] == 0:
+            self.started[s] = time.perf_counter()
         logger.warning(
             "node %r failed: %s",
             node.name,
             error_text(exc),
-            extra=self._log_extra(node, self.attempts[i], error_type=error_type(exc)),
+            extra=self._log_extra(node, self.attempts[s], error_type=error_type(exc)),
         )
-        await self._finish(i, None, _FAILED, exc)
+        await self._finish(s, None, _FAILED, exc)
 
     def _retry_later(self, i: int, delay: float) -> None:
         if delay <= 0:
@@ -600,8 +643,12 @@ class Run:
         cause: BaseException | None = None,
         usage: Mapping[str, int] | None = None,
         taken: frozenset[int] | None = None,
+        items: list[dict[str, Any]] | None = None,
     ) -> None:
         """Record activation ``i``'s result, settle the frontier, then tell the observers."""
+        if i >= self.n:
+            await self._finish_item(i, content, status, exc, cause=cause, usage=usage)
+            return
         plan, frontier = self.plan, self.frontier
         iteration = frontier.iteration[i]
         result = NodeResult(
@@ -620,6 +667,12 @@ class Run:
             result["usage"] = dict(usage)
         if taken is not None:
             result["taken"] = route_names(plan, i, taken)
+        if items is not None:
+            result["items"] = items
+            if cause is None and exc is not None:  # the first failed item's, if any
+                result["traceback"] = next(
+                    (e["traceback"] for e in items if e.get("traceback")), None
+                )
         if self.checkpointer is not None:
             result = await self._checkpoint(i, result)
             if result["status"] != status:  # could not be stored: it failed after all
@@ -652,137 +705,6 @@ class Run:
         if status == _FAILED and self.settings.fail_fast:
             self.fail_fast_node = name
             raise _Stop
-
-    async def _take_skips(self) -> list[tuple[int, str, NodeResult]]:
-        """Give the nodes the frontier just skipped their results; never suspends.
-
-        Called right after :meth:`Frontier.settle`, before any ``await`` that
-        could suspend, so that a cancellation never finds a node ended in the
-        frontier without its result.
-        """
-        frontier = self.frontier
-        if not frontier.skipped:
-            return []
-        skipped, frontier.skipped = frontier.skipped, []
-        out = [(j, why, await self._skip(j, why, iteration)) for j, why, iteration in skipped]
-        if frontier.open == 0:
-            self._wake()
-        return out
-
-    async def _announce(self, skips: list[tuple[int, str, NodeResult]]) -> None:
-        """Record and publish what the frontier decided besides the node's own end."""
-        frontier = self.frontier
-        if frontier.exhausted:
-            exhausted, frontier.exhausted = frontier.exhausted, []
-            if self.observers:
-                names = self.plan.names
-                for edge, iteration in exhausted:
-                    await self.emit(
-                        EventType.EDGE_EXHAUSTED,
-                        source=names[edge.source],
-                        target=names[edge.target],
-                        iteration=iteration,
-                        max_iterations=edge.max_iterations,
-                    )
-        for j, reason, result in skips:
-            await self._announce_skip(j, reason, result)
-
-    async def _emit_end(self, i: int, result: NodeResult) -> None:
-        name, agent = self.plan.names[i], self.plan.nodes[i].spec.name
-        if result["status"] == _SUCCEEDED:
-            more = {"taken": result["taken"]} if "taken" in result else {}
-            await self.emit(
-                EventType.NODE_SUCCEEDED,
-                node=name,
-                agent=agent,
-                attempts=result["attempts"],
-                iteration=result["iteration"],
-                duration=result["duration"],
-                **more,
-            )
-        else:
-            await self.emit(
-                EventType.NODE_FAILED,
-                node=name,
-                agent=agent,
-                attempts=result["attempts"],
-                iteration=result["iteration"],
-                error=result["error"],
-                error_type=result.get("error_type"),
-                traceback=result.get("traceback"),
-                duration=result["duration"],
-            )
-
-    async def _checkpoint(self, i: int, result: NodeResult) -> NodeResult:
-        """Record a final result; a success is durable before its dependents may start."""
-        assert self.checkpointer is not None
-        name, wid = self.plan.names[i], self.context.workflow_id
-        iteration = result["iteration"]
-        try:
-            await self.checkpointer.save_node(
-                wid,
-                name,
-                result,
-                iteration=iteration,
-                wait=result["status"] == _SUCCEEDED,
-                owner=self.owner,
-            )
-        except (ResultNotSerializable, ResultTooLarge) as exc:
-            # The work is done but cannot be stored: the node fails, and its content stays
-            # in the in-memory result so that the caller does not lose it.
-            logger.warning(
-                "node %r failed: %s", name, exc, extra={"workflow_id": wid, "node": name}
-            )
-            failed = NodeResult(
-                content=None,
-                status=_FAILED,
-                error=error_text(exc),
-                attempts=result["attempts"],
-                duration=result["duration"],
-                iteration=iteration,
-                error_type=error_type(exc),
-                traceback=None,
-            )
-            await self.checkpointer.save_node(
-                wid, name, failed, iteration=iteration, wait=False, owner=self.owner
-            )
-            result = NodeResult(**{**failed, "content": result["content"]})
-        return result
-
-    async def _skip(self, j: int, reason: str, iteration: int) -> NodeResult:
-        """Node ``j`` is skipped (the frontier says so): its result, in memory."""
-        name = self.plan.names[j]
-        result = NodeResult(
-            content=None,
-            status=_SKIPPED,
-            error=reason,
-            attempts=self.attempts[j],
-            duration=0.0,
-            iteration=iteration,
-        )
-        self.context.record(name, self.plan.nodes[j].spec.name, result, ran=False)
-        if self.history is not None:
-            self.history.setdefault(name, []).append(result)
-        self.tasks[j] = None
-        self.contents[j] = None
-        return result
-
-    async def _announce_skip(self, j: int, reason: str, result: NodeResult) -> None:
-        """Record and publish a skip already settled by :meth:`_skip`."""
-        name = self.plan.names[j]
-        if self.checkpointer is not None:
-            await self.checkpointer.save_node(
-                self.context.workflow_id,
-                name,
-                result,
-                iteration=result["iteration"],
-                wait=False,
-                owner=self.owner,
-            )
-        if self.observers:
-            await self.emit(
-                EventType.NODE_SKIPPED, node=name, reason=reason, iteration=result["iteration"]
-            )
 
     async def _mark_unfinished(self, failed: str) -> None:
         def reason(j: int) -> str:

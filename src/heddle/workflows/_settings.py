@@ -27,5 +27,6 @@ class RunSettings:
     checkpointer: Checkpointer | None = None
 
 
-Preloaded = Mapping[tuple[str, int], NodeResult]
-"""Recorded successes of an earlier attempt at a run, by ``(node, iteration)``."""
+Preloaded = Mapping[tuple[str, int] | tuple[str, int, int], NodeResult]
+"""Recorded successes of an earlier attempt at a run, by ``(node, iteration)``, and
+the items of map nodes by ``(node, iteration, item)``."""

@@ -36,6 +36,9 @@ class NodeResult(TypedDict):
     # For a node with conditional out-edges that succeeded: the targets whose edges
     # were taken, in the order the edges were added.
     taken: NotRequired[list[str]]
+    # For a map node: how each item ended, in item order ({"status", "error", "attempts"},
+    # and "error_type" and "traceback" for an item that failed).
+    items: NotRequired[list[dict[str, Any]]]
     resumed: NotRequired[bool]  # True when the result was replayed from a checkpoint
     # Set when the node failed because its agent (or its task) raised: the exception's
     # type ("ValueError", "mypackage.errors.QuotaError") and its formatted traceback

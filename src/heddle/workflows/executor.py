@@ -91,11 +91,12 @@ def _where(checkpointer: Checkpointer) -> object:
 
 
 def _successes(recorded: Mapping[Activation, NodeResult]) -> Preloaded:
-    """The recorded successes of a run, by ``(node, iteration)``: what a resume replays."""
+    """The recorded successes of a run, by ``(node, iteration)`` and a map's items by
+    ``(node, iteration, item)``: what a resume replays."""
     return {
-        (activation.node, activation.iteration): result
-        for activation, result in recorded.items()
-        if activation.item is None and result.get("status") == NodeStatus.SUCCEEDED
+        (node, iteration) if item is None else (node, iteration, item): result
+        for (node, iteration, item), result in recorded.items()
+        if result.get("status") == NodeStatus.SUCCEEDED
     }
 
 

@@ -48,6 +48,7 @@ class Node:
     task: object = None
     retry: RetryPolicy | None = None
     timeout: float | None = None
+    map: bool = False  # one activation per item of its task (a list)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -200,6 +201,7 @@ class WorkflowGraph:
         # nodes keeps no 300,000 objects the garbage collector would walk).
         self._edges: dict[tuple[str, str], Edge | None] = {}
         self._specs: dict[int, AgentSpec] = {}  # one per agent, shared by its nodes
+        self._adding_map = False
         self._version = 0
         self._plan: Plan | None = None
         self._plan_version = -1
@@ -266,9 +268,40 @@ class WorkflowGraph:
         seconds = check_seconds(
             timeout, "timeout", exclusive=True, none_ok=True, where=f"node {name!r}"
         )
-        self._nodes[name] = Node(name, agent, spec, task, retry, seconds)
+        self._nodes[name] = Node(name, agent, spec, task, retry, seconds, self._adding_map)
         self._version += 1
         return self
+
+    def add_map(
+        self,
+        name: str,
+        agent: object,
+        *,
+        task: object = None,
+        retry: RetryPolicy | None = None,
+        timeout: float | None = None,
+    ) -> Self:
+        """Add a node that runs ``agent`` once per item of its task, which must be a list.
+
+        The task is built as for :meth:`add_node` (a predecessor's content, a
+        template, a callable). Each item is its own activation (``item`` =
+        its index): its own attempts, ``retry``, ``timeout`` and breaker call,
+        all within the run's one ``max_concurrent`` bound. The node's content
+        is the list of the items' contents, in item order (``[]`` for an
+        empty list); if an item fails after its retries the node fails, and
+        its result's ``"items"`` says how each item ended.
+
+        >>> async def urls(topic): return ["a.example", "b.example"]
+        >>> async def summarise(url): return f"summary of {url}"
+        >>> g = WorkflowGraph("digest").add_node("find", urls).add_map("summarise", summarise)
+        >>> g.add_edge("find", "summarise")
+        WorkflowGraph('digest', nodes=2, edges=1)
+        """
+        self._adding_map = True
+        try:
+            return self.add_node(name, agent, task=task, retry=retry, timeout=timeout)
+        finally:
+            self._adding_map = False
 
     def add_edge(
         self,
@@ -572,6 +605,8 @@ class WorkflowGraph:
         h = hashlib.sha256()
         for node in plan.nodes:
             h.update(f"n\0{node.name}\0{node.spec.name}\n".encode())
+            if node.map:
+                h.update(f"m\0{node.name}\n".encode())
         for (source, target), edge in self._edges.items():
             h.update(f"e\0{source}\0{target}\n".encode())
             if edge is not None:  # a plain DAG's fingerprint is as it always was
@@ -586,7 +621,10 @@ class WorkflowGraph:
             )
         ids = {name: f"n{i}" for i, name in enumerate(self._nodes)}
         lines = [f"flowchart {direction}"]
-        lines += [f'    {ids[n]}["{_mermaid_label(n)}"]' for n in self._nodes]
+        for name, node in self._nodes.items():  # a map node is drawn as a subroutine: [[...]]
+            label = _mermaid_label(name)
+            shape = f'[["{label}"]]' if node.map else f'["{label}"]'
+            lines.append(f"    {ids[name]}{shape}")
         for (s, t), edge in self._edges.items():
             if s not in ids or t not in ids:
                 continue
@@ -599,7 +637,10 @@ class WorkflowGraph:
     def to_dot(self) -> str:
         """The graph in Graphviz DOT."""
         lines = [f"digraph {_dot_id(self.name)} {{", "    rankdir=TB;"]
-        lines += [f"    {_dot_id(n)};" for n in self._nodes]
+        lines += [
+            f"    {_dot_id(n)}{' [peripheries=2]' if node.map else ''};"
+            for n, node in self._nodes.items()
+        ]
         for (s, t), edge in self._edges.items():
             style = "" if edge is None else f" [style=dashed, label={_dot_id(edge.label)}]"
             lines.append(f"    {_dot_id(s)} -> {_dot_id(t)}{style};")
