@@ -1,0 +1,68 @@
+"""A 1,000-item map SIGKILLed half-way resumes and runs only the items not committed."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).with_name("map_workflow.py")
+ITEMS = 1_000
+
+
+def start(mode: str, db: Path, side: Path) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2] / "src")}
+    return subprocess.Popen(
+        [sys.executable, str(SCRIPT), mode, str(db), "map-1", str(side)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+
+
+def ran(side: Path) -> list[tuple[int, int]]:
+    if not side.exists():
+        return []
+    return [
+        (int(pid), int(k)) for pid, k in (line.split() for line in side.read_text().splitlines())
+    ]
+
+
+@pytest.mark.slow
+def test_a_map_killed_half_way_runs_only_the_items_not_committed(tmp_path: Path) -> None:
+    """Items committed before the kill are replayed; the rest run once more; the sum is right."""
+    db, side = tmp_path / "runs.db", tmp_path / "side-effects.txt"
+    first = start("execute", db, side)
+    deadline = time.monotonic() + 60
+    while len(ran(side)) < ITEMS // 2:
+        assert first.poll() is None, first.communicate()
+        assert time.monotonic() < deadline, "the map made no progress"
+        time.sleep(0.01)
+    first.send_signal(signal.SIGKILL)
+    first.communicate(timeout=10)
+    assert first.returncode == -signal.SIGKILL
+
+    with sqlite3.connect(db) as conn:
+        committed = {
+            item
+            for (item,) in conn.execute(
+                "SELECT item FROM heddle_node_results "
+                "WHERE node = 'square' AND item >= 0 AND status = 'succeeded'"
+            )
+        }
+    assert ITEMS // 4 < len(committed) < ITEMS
+
+    second = start("resume", db, side)
+    out, err = second.communicate(timeout=120)
+    assert second.returncode == 0, err
+    assert out.split() == ["succeeded", str(sum(k * k for k in range(ITEMS)))]
+    by_second = {k for pid, k in ran(side) if pid == second.pid}
+    assert not (by_second & committed)  # nothing committed ran again
+    assert by_second | committed == set(range(ITEMS))
