@@ -53,6 +53,16 @@ def chain(
     return g
 
 
+def mapped(n: int) -> WorkflowGraph:
+    """A root returning ``n`` items and a map node running a no-op on each."""
+
+    async def items(task: Any) -> list[int]:
+        return list(range(n))
+
+    g = WorkflowGraph(f"map-{n}").add_node("root", items).add_map("each", noop)
+    return g.add_edge("root", "each")
+
+
 def loop(iterations: int) -> WorkflowGraph:
     """``a -> b -> a``, going round ``iterations`` times (its bound ends it)."""
     g = WorkflowGraph(f"loop-{iterations}").add_node("a", noop).add_node("b", noop)
@@ -229,6 +239,11 @@ def scheduling(quick: bool, repeats: int) -> tuple[str, dict[str, float | str]]:
         seen[f"fan-out {n}"] = ours / floor
         seen[f"fan-out {n} wide"] = ours_wide / floor
         seen[f"fan-out {n} langgraph"] = _ratio(lg_us, ours_us)
+    n = 50 if quick else 10_000
+    fanned = median_async(heddle_run(fan_out(n)), repeats)
+    each = median_async(heddle_run(mapped(n)), repeats)
+    rows.append([f"map over {n:,} items", "-", each / n * 1e6, "-", "-", "-", "-", "-", "-"])
+    seen["map / fan-out"] = each / fanned
     n = 20 if quick else 1_000
     graph = chain(n)
     floor = median_async(lambda: sequential_tasks(n), repeats)
@@ -457,6 +472,8 @@ def targets(seen: dict[str, float | str], quick: bool) -> str:
             )
     ratio = seen["chain"]
     rows.append(["chain: heddle / one task per node", "<= 5", ratio, _verdict(ratio <= 5)])
+    ratio = seen["map / fan-out"]
+    rows.append(["map / static fan-out, same size", "<= 1.5", ratio, _verdict(ratio <= 1.5)])
     ratio = seen["loop / chain step"]
     rows.append(["loop activation / chain step", "<= 2", ratio, _verdict(ratio <= 2)])
     ratio = seen["concurrency"]
@@ -467,7 +484,7 @@ def targets(seen: dict[str, float | str], quick: bool) -> str:
     peak = seen.get("heddle")
     if isinstance(peak, float):
         rows.append(["peak RSS, heddle (MiB)", "< 100", peak, _verdict(peak < 100)])
-    return "Targets (issues 6 and 12):\n\n" + table(
+    return "Targets (issues 6, 12 and 13):\n\n" + table(
         ["target", "bound", "measured", "verdict"], rows
     )
 
