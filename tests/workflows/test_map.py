@@ -251,3 +251,28 @@ def test_a_map_node_is_drawn_as_a_subroutine_and_changes_the_fingerprint() -> No
     assert '"each" [peripheries=2];' in mapped.to_dot()
     assert plain.fingerprint() != mapped.fingerprint()
     assert mapped.nodes["each"].map and not plain.nodes["each"].map
+
+
+async def test_fail_fast_cancels_a_maps_items_in_flight() -> None:
+    """Another node failing under fail_fast stops the items still running; the map is skipped."""
+    started = asyncio.Event()
+
+    async def forever(k: int) -> int:
+        started.set()
+        await asyncio.sleep(30)
+        return k
+
+    async def boom(task: Any) -> None:
+        await started.wait()
+        raise ValueError("boom")
+
+    async def three(task: Any) -> list[int]:
+        return [1, 2, 3]
+
+    g = WorkflowGraph("g").add_node("find", three).add_map("each", forever)
+    g.add_node("bad", boom, retry=RetryPolicy(max_attempts=1)).add_edge("find", "each")
+    result = await asyncio.wait_for(WorkflowExecutor(4, fail_fast=True).execute(g), 10)
+    assert result.results["bad"]["status"] == NodeStatus.FAILED
+    each = result.results["each"]
+    assert each["status"] == NodeStatus.SKIPPED
+    assert each["error"] == "cancelled: fail_fast after node 'bad' failed"

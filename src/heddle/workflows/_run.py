@@ -708,7 +708,7 @@ class Run(MapItems, Recording):
 
     async def _mark_unfinished(self, failed: str) -> None:
         def reason(j: int) -> str:
-            what = "cancelled" if self.attempts[j] else "not run"
+            what = "cancelled" if self.attempts[j] or j in self.maps else "not run"
             return f"{what}: fail_fast after node {failed!r} failed"
 
         self.frontier.skip_unfinished(reason)
