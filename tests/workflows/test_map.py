@@ -276,3 +276,41 @@ async def test_fail_fast_cancels_a_maps_items_in_flight() -> None:
     each = result.results["each"]
     assert each["status"] == NodeStatus.SKIPPED
     assert each["error"] == "cancelled: fail_fast after node 'bad' failed"
+
+
+async def test_a_resume_does_not_reuse_a_result_for_a_different_item(tmp_path: Path) -> None:
+    """Items are matched by index and by what they hold: a changed list runs the changed item."""
+    pages = ["tides", "waves", "reefs"]
+    down = {"waves"}
+    calls: list[str] = []
+
+    async def summarise(page: str) -> str:
+        calls.append(page)
+        if page in down:
+            raise ConnectionError("down")
+        return page.upper()
+
+    g = WorkflowGraph("digest").add_map(
+        "summarise", summarise, task=lambda ctx: list(pages), retry=RetryPolicy(max_attempts=1)
+    )
+    async with WorkflowExecutor(checkpointer=tmp_path / "runs.db") as ex:
+        assert not (await ex.execute(g, workflow_id="d-1")).ok
+        down.clear()
+        pages[:] = ["kelp", "waves"]
+        calls.clear()
+        result = await ex.resume("d-1", g)
+    assert result.ok
+    assert result.content("summarise") == ["KELP", "WAVES"]
+    assert sorted(calls) == ["kelp", "waves"]
+
+
+def test_run_errors_do_not_read_as_raised_while_looking_for_a_loop() -> None:
+    """executor.run(): a failed node's traceback starts in the agent, with no unrelated cause."""
+
+    async def bad(task: Any) -> None:
+        raise LookupError("x")
+
+    g = WorkflowGraph("g").add_node("bad", bad, retry=RetryPolicy(max_attempts=1))
+    traceback = WorkflowExecutor().run(g).results["bad"].get("traceback") or ""
+    assert "no running event loop" not in traceback
+    assert "LookupError: x" in traceback

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -11,6 +12,7 @@ from heddle.core.errors import MapError, RoutingError
 from heddle.messaging.events import EventType
 from heddle.workflows._failures import error_text, error_type, format_traceback
 from heddle.workflows._frontier import decide
+from heddle.workflows.codec import encode
 from heddle.workflows.context import NodeResult
 from heddle.workflows.status import NodeStatus
 
@@ -23,7 +25,7 @@ if TYPE_CHECKING:
     from heddle.workflows.graph import Plan
     from heddle.workflows.observers import RunObserver
 
-__all__ = ["MapItems", "MapState", "items_summary", "map_failure"]
+__all__ = ["MapItems", "MapState", "item_digest", "items_summary", "map_failure"]
 
 _SUCCEEDED, _FAILED = NodeStatus.SUCCEEDED, NodeStatus.FAILED
 
@@ -37,6 +39,15 @@ class MapState:
     started: float  # when the node's activation started (its task was built)
     results: list[NodeResult | None]  # by item, None until the item ends
     left: int  # items not ended yet
+
+
+def item_digest(item: Any) -> str | None:
+    """A short hash of an item as stored (None if it cannot be stored: never reused)."""
+    try:
+        text = encode(item, node=None)
+    except Exception:
+        return None
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def items_summary(results: list[NodeResult | None]) -> list[dict[str, Any]]:
@@ -138,7 +149,11 @@ class MapItems:
         if self.preloaded is not None:  # items a crashed run committed are not run again
             for k in range(count):
                 recorded = self.preloaded.get((node.name, iteration, k))
-                if recorded is not None and recorded.get("status") == _SUCCEEDED:
+                if (
+                    recorded is not None
+                    and recorded.get("status") == _SUCCEEDED
+                    and recorded.get("digest") == item_digest(task[k])  # still the same item
+                ):
                     state.results[k] = NodeResult(**{**recorded, "resumed": True})
                     state.left -= 1
                     self.tasks[first + k] = None
@@ -186,6 +201,8 @@ class MapItems:
         if usage is not None:
             result["usage"] = dict(usage)
         if self.checkpointer is not None:
+            # Which item this was, so that a resume reuses it only for the same item.
+            result["digest"] = item_digest(self.tasks[s])
             result = await self._checkpoint(i, result, item)
         state.results[item] = result  # from the checkpoint to here, nothing suspends
         state.left -= 1

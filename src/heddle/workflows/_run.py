@@ -573,16 +573,18 @@ class Run(MapItems, Recording):
         await context.increment_failure(node.name)
         attempt = self.attempts[s]
         i = s if s < self.n else self.slot_node[s - self.n]
+        item = self._item(s)  # {"item": k} for an item of a map node, in logs and events
+        what = f"{node.name!r}" + (f" item {item['item']}" if item else "")
         if retry_delay is not None:
             await context.increment_retry(node.name)
             error = error_text(exc)
             logger.info(
-                "node %r attempt %d failed, retrying in %.3gs: %s",
-                node.name,
+                "node %s attempt %d failed, retrying in %.3gs: %s",
+                what,
                 attempt,
                 retry_delay,
                 error,
-                extra=self._log_extra(node, attempt, error_type=error_type(exc)),
+                extra=self._log_extra(node, attempt, error_type=error_type(exc), **item),
             )
             if self.observers:
                 await self.emit(
@@ -594,16 +596,16 @@ class Run(MapItems, Recording):
                     error=error,
                     error_type=error_type(exc),
                     delay=retry_delay,
-                    **self._item(s),
+                    **item,
                 )
             self._retry_later(s, retry_delay)
             return
         logger.warning(
-            "node %r failed after %d attempt(s): %s",
-            node.name,
+            "node %s failed after %d attempt(s): %s",
+            what,
             attempt,
             error_text(exc),
-            extra=self._log_extra(node, attempt, error_type=error_type(exc)),
+            extra=self._log_extra(node, attempt, error_type=error_type(exc), **item),
         )
         await self._finish(s, None, _FAILED, exc)
 

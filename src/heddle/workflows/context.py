@@ -39,6 +39,9 @@ class NodeResult(TypedDict):
     # For a map node: how each item ended, in item order ({"status", "error", "attempts"},
     # and "error_type" and "traceback" for an item that failed).
     items: NotRequired[list[dict[str, Any]]]
+    # For an item of a map node in a durable run: a hash of the item, so that a resume
+    # reuses the recorded result only for the same item.
+    digest: NotRequired[str | None]
     resumed: NotRequired[bool]  # True when the result was replayed from a checkpoint
     # Set when the node failed because its agent (or its task) raised: the exception's
     # type ("ValueError", "mypackage.errors.QuotaError") and its formatted traceback

@@ -608,8 +608,11 @@ class WorkflowExecutor(AsyncResource):
         try:
             asyncio.get_running_loop()
         except RuntimeError:
-            return asyncio.run(self.execute(graph, input, workflow_id=workflow_id))
-        raise TypeError(
-            "WorkflowExecutor.run() cannot be called from a running event loop; "
-            "use 'await executor.execute(...)' instead"
-        )
+            pass  # no loop here: the usual case. (Not run inside this handler: every error
+            # of the run would then read as raised while handling "no running event loop".)
+        else:
+            raise TypeError(
+                "WorkflowExecutor.run() cannot be called from a running event loop; "
+                "use 'await executor.execute(...)' instead"
+            )
+        return asyncio.run(self.execute(graph, input, workflow_id=workflow_id))
