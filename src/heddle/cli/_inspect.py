@@ -18,6 +18,7 @@ from heddle.cli._errors import usage_error
 from heddle.cli._render import (
     EDGE_EXHAUSTED,
     STATUS_STYLES,
+    failed_items,
     format_duration,
     format_time,
     iteration_of,
@@ -168,6 +169,8 @@ def print_trace(
     name = f"node {node_label(repr(node), iteration_of(result or {}))} of run {record.workflow_id}"
     if result is None:
         line = f"{name} has no result yet (pending): no traceback recorded"
+    elif _print_item_trace(console, result, name):
+        return
     elif result.get("traceback"):
         kind = result.get("error_type") or "an exception"
         attempts = result.get("attempts", 0)
@@ -190,3 +193,32 @@ def print_trace(
         why = f": {result['error']}" if result.get("error") else ""
         line = f"{name} {result['status']}{why}; no traceback recorded (it raised nothing)"
     console.print(Text(visible(line, one_line=True)), soft_wrap=True)
+
+
+def _print_item_trace(console: Console, result: NodeResult, name: str) -> bool:
+    """A map node that failed because of its items: the traceback it carries is an item's, so
+    say which; False if ``result`` is not that."""
+    traceback = result.get("traceback")
+    failed = failed_items(result) if traceback else []
+    traced = next((f for f in failed if f[1].get("traceback") == traceback), None)
+    if traced is None:
+        return False
+    k, entry = traced
+    attempts = entry.get("attempts", 0)
+    total = len(result.get("items") or ())
+    head = (
+        f"{name} failed: {len(failed)} of {total} items failed; item {k} failed after "
+        f"{attempts} attempt{'s' if attempts != 1 else ''}, raising "
+        f"{entry.get('error_type') or 'an exception'}; its traceback:"
+    )
+    red = STATUS_STYLES[NodeStatus.FAILED]
+    console.print(Text(visible(head, one_line=True), style=red), soft_wrap=True)
+    console.print(Text(visible(str(traceback).rstrip("\n"))), soft_wrap=True)
+    others = [j for j, _ in failed if j != k]
+    if others:
+        shown = ", ".join(map(str, others[:10])) + (", ..." if len(others) > 10 else "")
+        them = f"item {shown} failed too" if len(others) == 1 else f"items {shown} failed too"
+        console.print(
+            Text(f"({them}: show --json lists their tracebacks)", style="dim"), soft_wrap=True
+        )
+    return True

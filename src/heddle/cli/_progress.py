@@ -16,6 +16,16 @@ succeeded is running, not done twice, and the bar's total is the number of
 nodes however many times they run. A node skipped because no edge into it
 was taken counts as "not taken", apart from the skips a failure caused.
 
+Map nodes: a map node is one entry however many items it has. Its
+``node.started`` with ``items`` opens a tally, ``summarise  12/20 items, 1
+failed, 2 retries`` in the panel; item events (those with an ``item`` key)
+only move that tally and the run's retry count, never the node counts. Plain
+mode prints the map's start (``started: 20 items``), each failed item
+(``item 11 failed after 2 attempts: ...``) and the node's end with its tally;
+a succeeded or retried item prints nothing, so a map of thousands of items
+stays a few lines. Items a resumed run recorded earlier send no events: the
+tally counts only the items run now until the node ends.
+
 The run hands each event to :meth:`RunProgress.on_event` (it is one of the run's
 observers) on the event loop, and the
 panel is redrawn by a task on the same loop, so the counts need no lock.
@@ -26,9 +36,10 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
@@ -45,6 +56,7 @@ from heddle.cli._render import (
     STATUS_STYLES,
     format_duration,
     is_not_taken,
+    items_tally,
     iteration_of,
     loop_bound_text,
     node_label,
@@ -77,6 +89,20 @@ _COUNT_STYLES = {
 _SYMBOLS = {PENDING: ".", DONE: "+", FAILED: "x", SKIPPED: "-", NOT_TAKEN: "-"}
 
 
+@dataclass(slots=True)
+class _Items:
+    """How the items of one activation of a map node stand."""
+
+    iteration: int
+    total: int = 0  # 0 until the map's own node.started says how many
+    done: int = 0
+    failed: int = 0
+    retries: int = 0
+
+    def __str__(self) -> str:
+        return items_tally(self.done, self.total, self.failed, self.retries)
+
+
 class RunProgress:
     """Shows one run as its events arrive; an async context manager around the run.
 
@@ -105,6 +131,7 @@ class RunProgress:
         self.state: dict[str, str] = dict.fromkeys(self.nodes, PENDING)
         self.detail: dict[str, str] = {}
         self.iteration: dict[str, int] = {}  # the latest run of each node that ran again
+        self.items: dict[str, _Items] = {}  # the latest activation of each map node
         self.counts: Counter[str] = Counter({PENDING: len(self.nodes)})
         for name in done:
             self._set(name, DONE, "recorded earlier")
@@ -144,8 +171,17 @@ class RunProgress:
         node = str(p.get("node", ""))
         if kind.startswith("node."):
             self.iteration[node] = iteration_of(p)
+            if "item" in p:
+                self._follow_item(kind, node, p)
+                return
         line: str | None = None
-        if kind == EventType.NODE_STARTED:
+        items = self.items.get(node)
+        if kind == EventType.NODE_STARTED and "items" in p:
+            items = self._items(node, p)
+            items.total = int(p["items"])
+            self._set(node, RUNNING, str(items))
+            line = f"started: {items.total} items"
+        elif kind == EventType.NODE_STARTED:
             attempt = int(p.get("attempt", 1))
             self._set(node, RUNNING, f"attempt {attempt}" if attempt > 1 else "")
             line = "started" + (f" (attempt {attempt})" if attempt > 1 else "")
@@ -153,9 +189,15 @@ class RunProgress:
             attempts = int(p.get("attempts", 1))
             took = format_duration(p.get("duration"))
             branches = f" {route(p['taken'])}" if "taken" in p else ""
-            self._set(node, DONE, took + branches)
-            line = f"done in {took}" + (f" after {attempts} attempts" if attempts > 1 else "")
-            line += branches
+            if items is not None and items.iteration == iteration_of(p):
+                # Every item succeeded, those a resumed run recorded earlier too.
+                items.done, items.failed = items.total, 0
+                self._set(node, DONE, f"{took} ({items}){branches}")
+                line = f"done in {took} ({items}){branches}"
+            else:
+                self._set(node, DONE, took + branches)
+                line = f"done in {took}" + (f" after {attempts} attempts" if attempts > 1 else "")
+                line += branches
         elif kind == EventType.NODE_RETRYING:
             self.retries += 1
             delay = float(p.get("delay", 0.0))
@@ -163,9 +205,14 @@ class RunProgress:
             line = f"attempt {p.get('attempt')} failed: {p.get('error')}; retrying in {delay:.2f}s"
         elif kind == EventType.NODE_FAILED:
             attempts = int(p.get("attempts", 0))
-            self._set(node, FAILED, preview(p.get("error"), 40))
-            plural = "s" if attempts != 1 else ""
-            line = f"failed after {attempts} attempt{plural}: {p.get('error')}"
+            if items is not None and items.iteration == iteration_of(p):
+                took = format_duration(p.get("duration"))
+                self._set(node, FAILED, str(items))
+                line = f"failed in {took} ({items}): {p.get('error')}"
+            else:
+                self._set(node, FAILED, preview(p.get("error"), 40))
+                plural = "s" if attempts != 1 else ""
+                line = f"failed after {attempts} attempt{plural}: {p.get('error')}"
         elif kind == EventType.NODE_SKIPPED:
             reason = str(p.get("reason"))
             if is_not_taken({"status": NodeStatus.SKIPPED, "error": reason}):
@@ -187,6 +234,31 @@ class RunProgress:
             self.status = str(p.get("status"))
         if line is not None:
             self._node_line(kind, node, line)
+
+    def _items(self, node: str, p: Mapping[str, Any]) -> _Items:
+        """The tally of ``node``'s items in the activation of event payload ``p``."""
+        iteration = iteration_of(p)
+        items = self.items.get(node)
+        if items is None or items.iteration != iteration:
+            items = self.items[node] = _Items(iteration)
+        return items
+
+    def _follow_item(self, kind: str, node: str, p: Mapping[str, Any]) -> None:
+        """An event of one item of map node ``node``: its tally moves, the node counts do not."""
+        items = self._items(node, p)
+        if kind == EventType.NODE_RETRYING:
+            self.retries += 1
+            items.retries += 1
+        elif kind == EventType.NODE_SUCCEEDED:
+            items.done += 1
+        elif kind == EventType.NODE_FAILED:
+            items.failed += 1
+            attempts = int(p.get("attempts", 0))
+            plural = "s" if attempts != 1 else ""
+            text = f"item {p['item']} failed after {attempts} attempt{plural}: {p.get('error')}"
+            self._node_line(kind, node, text)
+        # Running (again, if an item came before its map's own node.started), with the tally.
+        self._set(node, RUNNING, str(items))
 
     # -- output -----------------------------------------------------------------------
 

@@ -16,6 +16,11 @@ a node that ran once has none); a routing node shows the branches it took,
 ``→ billing`` (``→ (none)`` when it took none); a node skipped because no
 edge into it was taken is shown dim, as the graph's choice, while a node
 skipped because something upstream failed keeps the warning colour.
+
+Map nodes are one row and one progress entry, never one per item: their
+items are tallied, ``20 items`` when all succeeded, ``19/20 items, 1 failed``
+otherwise (``12/20 items`` while they run), and a failed map shows its first
+failed item's error.
 """
 
 from __future__ import annotations
@@ -47,9 +52,11 @@ __all__ = [
     "NOT_TAKEN_STYLE",
     "PENDING",
     "STATUS_STYLES",
+    "failed_items",
     "format_duration",
     "format_time",
     "is_not_taken",
+    "items_tally",
     "iteration_of",
     "jsonable",
     "loop_bound_text",
@@ -87,6 +94,7 @@ STATUS_STYLES: dict[str, str] = {
 NOT_TAKEN = "not taken"
 NOT_TAKEN_STYLE = "dim"
 _ROUTE_STYLE = "cyan"
+_ITEMS_STYLE = "magenta"
 
 # The executor's error for such a skip starts with this, then names the edge's source.
 _NOT_TAKEN_PREFIX = "not taken:"
@@ -290,11 +298,45 @@ def loop_bound_text(payload: Mapping[str, Any]) -> str:
     return f"{source} → {target}: loop bound reached ({bound} iterations)"
 
 
+def items_tally(succeeded: int, total: int, failed: int = 0, retries: int = 0) -> str:
+    """A map node's items: ``20 items`` when all succeeded, else ``12/20 items, 1 failed``;
+    then ``, 2 retries`` if any."""
+    text = f"{total} items" if succeeded == total else f"{succeeded}/{total} items"
+    if failed:
+        text += f", {failed} failed"
+    if retries:
+        text += f", {retries} retr{'y' if retries == 1 else 'ies'}"
+    return text
+
+
+def _items(result: Mapping[str, Any]) -> list[Mapping[str, Any]] | None:
+    """A map node's ``items`` (one entry per item), None for another node or an odd value."""
+    items = result.get("items")
+    if not isinstance(items, list) or not all(isinstance(e, Mapping) for e in items):
+        return None
+    return items
+
+
+def _items_text(items: Sequence[Mapping[str, Any]]) -> str:
+    succeeded = sum(e.get("status") == NodeStatus.SUCCEEDED for e in items)
+    return items_tally(succeeded, len(items), len(items) - succeeded)
+
+
+def failed_items(result: Mapping[str, Any]) -> list[tuple[int, Mapping[str, Any]]]:
+    """The items of a map node's result that did not succeed, as ``(index, entry)``; [] for a
+    node that is not a map."""
+    return [
+        (k, entry)
+        for k, entry in enumerate(_items(result) or ())
+        if entry.get("status") != NodeStatus.SUCCEEDED
+    ]
+
+
 def node_json(name: str, result: Mapping[str, Any] | None) -> dict[str, Any]:
     """One node as ``show --json`` and ``run --output json`` print it (pending if no result).
 
-    ``iteration`` and ``taken`` are there when the result has them (a node of
-    a loop, a routing node).
+    ``iteration``, ``taken`` and ``items`` are there when the result has them
+    (a node of a loop, a routing node, a map node: one entry per item).
     """
     result = result or {}
     doc: dict[str, Any] = {"node": name, "status": result.get("status", PENDING)}
@@ -309,6 +351,8 @@ def node_json(name: str, result: Mapping[str, Any] | None) -> dict[str, Any]:
     }
     if "taken" in result:
         doc["taken"] = jsonable(result["taken"])
+    if "items" in result:
+        doc["items"] = jsonable(result["items"])
     doc["content"] = jsonable(result.get("content"))
     return doc
 
@@ -332,11 +376,25 @@ def _name(name: str, iteration: int = 0) -> Text:
 
 
 def _outcome(result: Mapping[str, Any], status: str) -> Text:
-    """The result column: the branches taken and the content, or the error."""
+    """The result column: a map's items, the branches taken and the content, or the error.
+
+    A map node that failed because of its items shows the first failed item's
+    error (the node's own error says the same, after a long preamble).
+    """
+    shown = _cell("")
+    items = _items(result)
+    if items is not None:
+        shown.append(_items_text(items), style=_ITEMS_STYLE)
+        shown.append("  ")
     if status != NodeStatus.SUCCEEDED:
         style = NOT_TAKEN_STYLE if is_not_taken(result) else STATUS_STYLES.get(status, "")
-        return _cell(preview(result.get("error") or ""), style)
-    shown = _cell("")
+        error = result.get("error") or ""
+        failed = failed_items(result)
+        if failed:
+            k, entry = failed[0]
+            error = f"item {k}: {entry.get('error') or error}"
+        shown.append(preview(error), style=style)
+        return shown
     if "taken" in result:
         shown.append(route(result["taken"]), style=_ROUTE_STYLE)
         shown.append("  ")

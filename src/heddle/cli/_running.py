@@ -29,6 +29,7 @@ from heddle.cli._progress import RunProgress
 from heddle.cli._render import (
     NOT_TAKEN,
     STATUS_STYLES,
+    failed_items,
     format_duration,
     is_not_taken,
     jsonable,
@@ -321,8 +322,13 @@ def _print_tracebacks(console: Console, results: Mapping[str, NodeResult]) -> No
             continue
         console.print()
         recorded, kind = result.get("traceback"), result.get("error_type")
+        # A map node failed by its items carries the traceback of one of them: name it.
+        item = next((f for f in failed_items(result) if f[1].get("traceback") == recorded), None)
+        of = name
+        if recorded and item is not None:
+            of, kind = f"{name}, item {item[0]}", item[1].get("error_type")
         if recorded:
-            head = f"traceback of {name}" + (f" ({kind})" if kind else "") + ":"
+            head = f"traceback of {of}" + (f" ({kind})" if kind else "") + ":"
         else:
             head = f"{name}: no traceback recorded ({result.get('error')})"
         console.print(Text(visible(head, one_line=True), style="red"), soft_wrap=True)
