@@ -66,3 +66,40 @@ def test_a_map_killed_half_way_runs_only_the_items_not_committed(tmp_path: Path)
     by_second = {k for pid, k in ran(side) if pid == second.pid}
     assert not (by_second & committed)  # nothing committed ran again
     assert by_second | committed == set(range(ITEMS))
+
+
+def test_a_map_result_is_read_back_by_another_process(tmp_path: Path) -> None:
+    """The items' statuses are stored as plain words: a fresh process reads the row back."""
+    db = tmp_path / "runs.db"
+    code = (
+        "import asyncio\n"
+        "from heddle import WorkflowExecutor, WorkflowGraph\n"
+        "async def three(t): return [1, 2, 3]\n"
+        "async def double(k): return 2 * k\n"
+        "g = WorkflowGraph('g').add_node('find', three).add_map('each', double)\n"
+        "g.add_edge('find', 'each')\n"
+        "async def main():\n"
+        f"    async with WorkflowExecutor(checkpointer={str(db)!r}) as ex:\n"
+        "        await ex.execute(g, workflow_id='r-1')\n"
+        "asyncio.run(main())\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2] / "src")}
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=60)
+    read = (
+        "import asyncio\n"
+        "from heddle.workflows import SQLiteCheckpointer\n"
+        "async def main():\n"
+        f"    async with SQLiteCheckpointer({str(db)!r}) as cp:\n"
+        "        r = (await cp.node_results('r-1'))['each']\n"
+        "        print(r['content'], [e['status'] for e in r['items']])\n"
+        "asyncio.run(main())\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", read],
+        check=True,
+        env=env,
+        timeout=60,
+        capture_output=True,
+        text=True,
+    ).stdout
+    assert out.strip() == "[2, 4, 6] ['succeeded', 'succeeded', 'succeeded']"

@@ -57,7 +57,7 @@ def items_summary(results: list[NodeResult | None]) -> list[dict[str, Any]]:
     for result in results:
         assert result is not None
         entry: dict[str, Any] = {
-            "status": result["status"],
+            "status": str(result["status"]),  # the plain word: stored as JSON, read anywhere
             "error": result["error"],
             "attempts": result["attempts"],
         }
