@@ -314,3 +314,26 @@ def test_run_errors_do_not_read_as_raised_while_looking_for_a_loop() -> None:
     traceback = WorkflowExecutor().run(g).results["bad"].get("traceback") or ""
     assert "no running event loop" not in traceback
     assert "LookupError: x" in traceback
+
+
+async def test_under_fail_fast_a_failing_item_fails_its_map_and_stops_the_run() -> None:
+    """fail_fast: the first item to fail for good ends the map at once; the others stop."""
+
+    async def item(k: int) -> int:
+        if k == 0:
+            raise ValueError("bad item")
+        await asyncio.sleep(30)
+        return k
+
+    async def three(task: Any) -> list[int]:
+        return [0, 1, 2]
+
+    g = WorkflowGraph("g").add_node("find", three)
+    g.add_map("each", item, retry=RetryPolicy(max_attempts=1)).add_edge("find", "each")
+    result = await asyncio.wait_for(WorkflowExecutor(4, fail_fast=True).execute(g), 10)
+    each = result.results["each"]
+    assert each["status"] == NodeStatus.FAILED
+    assert each["error"] == (
+        "MapError: map node 'each': 1 of 3 items failed (items 0); item 0: ValueError: bad item"
+    )
+    assert [e["status"] for e in each["items"]] == ["failed", "skipped", "skipped"]

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from heddle.workflows._frontier import Frontier
-    from heddle.workflows._settings import Preloaded
+    from heddle.workflows._settings import Preloaded, RunSettings
     from heddle.workflows.checkpoint import Checkpointer
     from heddle.workflows.graph import Plan
     from heddle.workflows.observers import RunObserver
@@ -55,7 +55,9 @@ def items_summary(results: list[NodeResult | None]) -> list[dict[str, Any]]:
     but for failed items."""
     summary = []
     for result in results:
-        assert result is not None
+        if result is None:  # fail_fast ended the node before this item did
+            summary.append({"status": "skipped", "error": "cancelled: fail_fast", "attempts": 0})
+            continue
         entry: dict[str, Any] = {
             "status": str(result["status"]),  # the plain word: stored as JSON, read anywhere
             "error": result["error"],
@@ -70,7 +72,7 @@ def items_summary(results: list[NodeResult | None]) -> list[dict[str, Any]]:
 
 def map_failure(node: str, results: list[NodeResult | None]) -> MapError | None:
     """The error of a map node some of whose items failed; None if every item succeeded."""
-    failed = [k for k, r in enumerate(results) if r is None or r["status"] != NodeStatus.SUCCEEDED]
+    failed = [k for k, r in enumerate(results) if r is not None and r["status"] != _SUCCEEDED]
     if not failed:
         return None
     first = results[failed[0]]
@@ -95,6 +97,7 @@ class MapItems:
         plan: Plan
         frontier: Frontier
         routed: bool
+        settings: RunSettings
         preloaded: Preloaded | None
         observers: tuple[RunObserver, ...]
         checkpointer: Checkpointer | None
@@ -210,7 +213,8 @@ class MapItems:
         self.tasks[s] = None
         if self.observers:
             await self._emit_end(i, result, item)
-        if not state.left and self.maps.get(i) is state:
+        stop = status != _SUCCEEDED and self.settings.fail_fast  # the node fails at once
+        if (stop or not state.left) and self.maps.get(i) is state:
             await self._complete_map(i)
 
     async def _complete_map(self, i: int) -> None:
