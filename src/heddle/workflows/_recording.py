@@ -81,33 +81,24 @@ class Recording:
             await self._announce_skip(j, reason, result)
 
     async def _emit_end(self, i: int, result: NodeResult, item: int | None = None) -> None:
-        name, agent = self.plan.names[i], self.plan.nodes[i].spec.name
-        more: dict[str, Any] = {} if item is None else {"item": item}
+        payload: dict[str, Any] = {
+            "node": self.plan.names[i],
+            "agent": self.plan.nodes[i].spec.name,
+            "attempts": result["attempts"],
+            "iteration": result["iteration"],
+            "duration": result["duration"],
+        }
+        if item is not None:
+            payload["item"] = item
         if result["status"] == _SUCCEEDED:
             if "taken" in result:
-                more["taken"] = result["taken"]
-            await self.emit(
-                EventType.NODE_SUCCEEDED,
-                node=name,
-                agent=agent,
-                attempts=result["attempts"],
-                iteration=result["iteration"],
-                duration=result["duration"],
-                **more,
-            )
+                payload["taken"] = result["taken"]
+            await self.emit(EventType.NODE_SUCCEEDED, **payload)
         else:
-            await self.emit(
-                EventType.NODE_FAILED,
-                node=name,
-                agent=agent,
-                attempts=result["attempts"],
-                iteration=result["iteration"],
-                error=result["error"],
-                error_type=result.get("error_type"),
-                traceback=result.get("traceback"),
-                duration=result["duration"],
-                **more,
-            )
+            payload["error"] = result["error"]
+            payload["error_type"] = result.get("error_type")
+            payload["traceback"] = result.get("traceback")
+            await self.emit(EventType.NODE_FAILED, **payload)
 
     async def _checkpoint(self, i: int, result: NodeResult, item: int | None = None) -> NodeResult:
         """Record a final result; a success is durable before its dependents may start."""
