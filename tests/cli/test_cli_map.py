@@ -350,3 +350,31 @@ def test_run_debug_and_show_name_the_failed_item(tmp_path: Path) -> None:
     assert "2/3 items, 1 failed  item 1: ValueError" in show.output  # cut at 80 columns
     (each,) = [n for n in json.loads(shown.output)["nodes"] if n["node"] == "each"]
     assert [e["status"] for e in each["items"]] == ["succeeded", "failed", "succeeded"]
+
+
+async def test_a_resumed_map_starts_its_tally_from_the_items_recorded_done(
+    tmp_path: Path,
+) -> None:
+    """The map's start says how many items a resume replays; the tally counts on from there."""
+    down = {2}
+
+    async def three(task: Any) -> list[int]:
+        return [0, 1, 2]
+
+    async def item(k: int) -> int:
+        if k in down:
+            raise ValueError("down")
+        return k
+
+    g = WorkflowGraph("g").add_node("find", three)
+    g.add_map("each", item, retry=RetryPolicy(max_attempts=1)).add_edge("find", "each")
+    async with WorkflowExecutor(checkpointer=tmp_path / "runs.db") as ex:
+        assert not (await ex.execute(g, workflow_id="r-1")).ok
+        down.clear()
+        stream = io.StringIO()
+        progress = _progress(stream)
+        ex.observers = (progress,)
+        assert (await ex.resume("r-1", g)).ok
+    started = [line for line in _lines(stream) if "started: 3 items" in line]
+    assert len(started) == 1 and started[0].endswith("started: 3 items, 2 recorded done")
+    assert progress.items["each"].done == 3

@@ -24,7 +24,7 @@ mode prints the map's start (``started: 20 items``), each failed item
 (``item 11 failed after 2 attempts: ...``) and the node's end with its tally;
 a succeeded or retried item prints nothing, so a map of thousands of items
 stays a few lines. Items a resumed run recorded earlier send no events: the
-tally counts only the items run now until the node ends.
+tally starts from the items recorded done (``replayed``) and counts on.
 
 The run hands each event to :meth:`RunProgress.on_event` (it is one of the run's
 observers) on the event loop, and the
@@ -179,8 +179,11 @@ class RunProgress:
         if kind == EventType.NODE_STARTED and "items" in p:
             items = self._items(node, p)
             items.total = int(p["items"])
+            items.done += int(p.get("replayed", 0))  # committed before a resume: not run again
             self._set(node, RUNNING, str(items))
             line = f"started: {items.total} items"
+            if p.get("replayed"):
+                line += f", {p['replayed']} recorded done"
         elif kind == EventType.NODE_STARTED:
             attempt = int(p.get("attempt", 1))
             self._set(node, RUNNING, f"attempt {attempt}" if attempt > 1 else "")

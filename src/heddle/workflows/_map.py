@@ -160,8 +160,6 @@ class MapItems:
                     state.results[k] = NodeResult(**{**recorded, "resumed": True})
                     state.left -= 1
                     self.tasks[first + k] = None
-        if state.left:
-            self._queue([first + k for k in range(count) if state.results[k] is None])
         if self.observers:
             await self.emit(
                 EventType.NODE_STARTED,
@@ -170,7 +168,10 @@ class MapItems:
                 attempt=1,
                 iteration=iteration,
                 items=count,
+                replayed=count - state.left,  # committed before a resume: not run again
             )
+        if state.left:
+            self._queue([first + k for k in range(count) if state.results[k] is None])
         if not state.left and self.maps.get(i) is state:
             await self._complete_map(i)
 
