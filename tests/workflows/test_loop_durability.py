@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import sqlite3
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
+from children import start_child, wait_until
 
 SCRIPT = Path(__file__).with_name("loop_workflow.py")
 APPROVE_AT = 4
@@ -19,14 +17,7 @@ EVERY |= {("review", i) for i in range(APPROVE_AT + 1)} | {("publish", 0)}
 
 
 def start(mode: str, db: Path, side: Path) -> subprocess.Popen[str]:
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2] / "src")}
-    return subprocess.Popen(
-        [sys.executable, str(SCRIPT), mode, str(db), "loop-1", str(side)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
+    return start_child(SCRIPT, mode, db, "loop-1", side)
 
 
 def ran(side: Path) -> list[tuple[int, str, int]]:
@@ -34,14 +25,6 @@ def ran(side: Path) -> list[tuple[int, str, int]]:
         return []
     lines = [line.split() for line in side.read_text().split("\n") if line]
     return [(int(pid), name, int(iteration)) for pid, name, iteration in lines]
-
-
-def wait_for(process: subprocess.Popen[str], side: Path, count: int) -> None:
-    deadline = time.monotonic() + 30
-    while len(ran(side)) < count:
-        assert process.poll() is None, process.communicate()
-        assert time.monotonic() < deadline, "the run made no progress"
-        time.sleep(0.01)
 
 
 @pytest.mark.slow
@@ -52,7 +35,7 @@ def test_a_loop_killed_in_iteration_k_resumes_in_iteration_k(
     """Committed iterations are replayed, never re-run; the loop goes on where it was."""
     db, side = tmp_path / "runs.db", tmp_path / "side-effects.txt"
     first = start("execute", db, side)
-    wait_for(first, side, kill_after)
+    wait_until(first, lambda: len(ran(side)) >= kill_after)
     first.send_signal(signal.SIGKILL)
     first.communicate(timeout=10)
     assert first.returncode == -signal.SIGKILL

@@ -7,24 +7,17 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from children import SRC, start_child, wait_until
 
 SCRIPT = Path(__file__).with_name("map_workflow.py")
 ITEMS = 1_000
 
 
 def start(mode: str, db: Path, side: Path) -> subprocess.Popen[str]:
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2] / "src")}
-    return subprocess.Popen(
-        [sys.executable, str(SCRIPT), mode, str(db), "map-1", str(side)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
+    return start_child(SCRIPT, mode, db, "map-1", side)
 
 
 def ran(side: Path) -> list[tuple[int, int]]:
@@ -40,11 +33,7 @@ def test_a_map_killed_half_way_runs_only_the_items_not_committed(tmp_path: Path)
     """Items committed before the kill are replayed; the rest run once more; the sum is right."""
     db, side = tmp_path / "runs.db", tmp_path / "side-effects.txt"
     first = start("execute", db, side)
-    deadline = time.monotonic() + 60
-    while len(ran(side)) < ITEMS // 2:
-        assert first.poll() is None, first.communicate()
-        assert time.monotonic() < deadline, "the map made no progress"
-        time.sleep(0.01)
+    wait_until(first, lambda: len(ran(side)) >= ITEMS // 2, seconds=60)
     first.send_signal(signal.SIGKILL)
     first.communicate(timeout=10)
     assert first.returncode == -signal.SIGKILL
@@ -83,7 +72,7 @@ def test_a_map_result_is_read_back_by_another_process(tmp_path: Path) -> None:
         "        await ex.execute(g, workflow_id='r-1')\n"
         "asyncio.run(main())\n"
     )
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2] / "src")}
+    env = {**os.environ, "PYTHONPATH": SRC}
     subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=60)
     read = (
         "import asyncio\n"
