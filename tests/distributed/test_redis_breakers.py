@@ -249,6 +249,7 @@ def test_it_behaves_like_the_pure_breaker(ops: list[str], namespace: str) -> Non
     [
         ({"threshold": 0}, "threshold"),
         ({"timeout": -1}, "timeout"),
+        ({"timeout": float("inf")}, "timeout"),
         ({"trial_timeout": 0}, "trial_timeout"),
         ({"trial_timeout": float("inf")}, "trial_timeout"),
         ({"namespace": "a b"}, "namespace"),

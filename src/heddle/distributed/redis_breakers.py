@@ -192,7 +192,8 @@ class RedisCircuitBreakers(AsyncResource):
         import_redis()  # fail now, with the install hint
         # The same rules as the pure breaker's failure_threshold and recovery_timeout.
         self.threshold = _checks.check_int(threshold, "threshold", minimum=1)
-        self.timeout = _checks.check_seconds(timeout, "timeout")
+        # Finite: the Lua side keeps it in microseconds.
+        self.timeout = _checks.check_seconds(timeout, "timeout", finite=True)
         self.trial_timeout = check_seconds(trial_timeout, "trial_timeout")
         self.operation_timeout = check_seconds(operation_timeout, "operation_timeout")
         self._clients = LoopClients(check_url(url), timeout=self.operation_timeout)
