@@ -256,9 +256,8 @@ class Frontier:
         self._loops(ready)
         return ready
 
-    def skip_unfinished(self, reason_for: Any) -> list[int]:
+    def skip_unfinished(self, reason_for: Any) -> None:
         """Mark every node not done skipped (fail_fast); ``reason_for(i)`` says why."""
-        out = []
         if not self.plan.static:
             self.parked.clear()
             self.scheduled.clear()
@@ -267,8 +266,6 @@ class Frontier:
                 self.state[i] = DONE
                 self.open -= 1
                 self.skipped.append((i, reason_for(i), self.iteration[i]))
-                out.append(i)
-        return out
 
     def next_iteration(self, i: int) -> int:
         """The iteration a new activation of node ``i`` would have."""

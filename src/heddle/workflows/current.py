@@ -62,20 +62,7 @@ _ATTEMPT: contextvars.ContextVar[AttemptContext | tuple[AttemptSource, int, int]
 )
 
 
-ATTEMPT = _ATTEMPT  # for the executor's hot path: set((run, node, attempt)) and reset
-
-
-def enter_lazy(
-    source: AttemptSource, node: int, attempt: int
-) -> contextvars.Token[AttemptContext | tuple[AttemptSource, int, int] | None]:
-    """Make ``source.attempt_context(node, attempt)`` current (built on first ask); for the run."""
-    return _ATTEMPT.set((source, node, attempt))
-
-
-def leave(token: contextvars.Token[AttemptContext | tuple[AttemptSource, int, int] | None]) -> None:
-    """Undo :func:`enter_lazy`."""
-    _ATTEMPT.reset(token)
-
+ATTEMPT = _ATTEMPT  # for the executor's hot path: set((run, node, attempt)) per attempt
 
 _OUTSIDE = (
     "heddle.current() is only available inside an agent's attempt (a node's agent called "
